@@ -1,0 +1,81 @@
+"""Address and prefix text <-> integer conversion, shared by the loader, CLI and tools.
+
+Addresses travel through op25b as ``(version, int)`` pairs because that is what the
+packet parser produces from raw bytes without allocating ``ipaddress`` objects, and
+integers make prefix masking a single AND.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+
+from op25b.model import Prefix
+
+V4_BITS = 32
+V6_BITS = 128
+
+
+def bits(version: int) -> int:
+    """Address width in bits for an IP version (4 or 6)."""
+    return V4_BITS if version == 4 else V6_BITS
+
+
+def parse_address(text: str) -> tuple[int, int]:
+    """Parse an IPv4/IPv6 address into ``(version, int)``; ValueError with a reason."""
+    t = text.strip()
+    try:
+        if ":" in t:
+            return 6, int.from_bytes(socket.inet_pton(socket.AF_INET6, t), "big")
+        # inet_pton (not inet_aton) so that '10.1' or '1.2.3.04' style shorthands are refused
+        return 4, int.from_bytes(socket.inet_pton(socket.AF_INET, t), "big")
+    except OSError:
+        raise ValueError(f"not an IP address: {text!r}") from None
+
+
+def format_address(version: int, value: int) -> str:
+    """Render ``(version, int)`` as the canonical text form."""
+    if version == 4:
+        return socket.inet_ntop(socket.AF_INET, value.to_bytes(4, "big"))
+    return socket.inet_ntop(socket.AF_INET6, value.to_bytes(16, "big"))
+
+
+def parse_prefix(text: str, *, strict: bool = True) -> Prefix:
+    """Parse ``a.b.c.d/len`` or ``x::/len`` (a bare address is a host prefix).
+
+    With ``strict`` a prefix with host bits set is refused: in an ISP policy that is
+    almost always a typo (``100.64.1.0/16``) and silently masking it would widen or
+    move the pool.
+    """
+    t = text.strip()
+    addr_text, slash, len_text = t.partition("/")
+    version, value = parse_address(addr_text)
+    width = bits(version)
+    if slash:
+        if not len_text.isdigit() or len(len_text) > 3:
+            raise ValueError(f"bad prefix length in {text!r}")
+        length = int(len_text)
+        if length > width:
+            raise ValueError(f"prefix length /{length} is longer than /{width} in {text!r}")
+    else:
+        length = width
+    host_mask = (1 << (width - length)) - 1
+    if value & host_mask:
+        if strict:
+            net = ipaddress.ip_network(t, strict=False)
+            raise ValueError(f"host bits set in {text!r} (did you mean {net}?)")
+        value &= ~host_mask
+    return Prefix(version, value, length)
+
+
+def prefix_text(prefix: Prefix) -> str:
+    """Render a Prefix as ``network/len``."""
+    return f"{format_address(prefix.version, prefix.network)}/{prefix.length}"
+
+
+def contains(prefix: Prefix, version: int, value: int) -> bool:
+    """True when the address lies inside the prefix."""
+    if version != prefix.version:
+        return False
+    shift = bits(version) - prefix.length
+    return (value >> shift) == (prefix.network >> shift)

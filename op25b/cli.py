@@ -1,0 +1,288 @@
+"""The ``op25b`` command line: argument parsing and output, nothing else.
+
+``main(argv)`` is testable in-process (it returns the exit code and never calls
+``sys.exit`` itself). Every user error is one line on stderr and exit 1 or 2; a
+traceback means a bug in op25b.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TextIO
+
+from op25b import __version__
+
+EXIT_OK = 0
+EXIT_INVALID = 1  # the input (policy, capture, addresses) is invalid
+EXIT_USAGE = 2
+
+
+def _parse_now(text: str | None) -> datetime:
+    if text is None:
+        return datetime.now(UTC)
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="op25b",
+        description="Outbound Port 25 Blocking policy engine for ISP edge routers.",
+    )
+    p.add_argument("--version", action="version", version=f"op25b {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    c = sub.add_parser("check", help="validate a policy and summarise it")
+    c.add_argument("policy")
+    c.add_argument("--now", help="evaluate exemption expiry at this ISO time (default: now)")
+    c.add_argument("--quiet", "-q", action="store_true", help="only errors and warnings")
+
+    e = sub.add_parser("explain", help="decide one connection attempt and say why")
+    e.add_argument("policy")
+    e.add_argument("src", help="source address")
+    e.add_argument("dst", help="destination address")
+    e.add_argument("--port", type=int, default=25, help="destination port (default 25)")
+    e.add_argument("--now", help="decide at this ISO time (default: now)")
+    e.add_argument("--json", action="store_true", help='print {"verdict","reason","plan","rule"}')
+
+    r = sub.add_parser("replay", help="run a pcap capture through the policy")
+    r.add_argument("policy")
+    r.add_argument("capture")
+    r.add_argument("--now", help="decide at this ISO time (default: now)")
+    r.add_argument("--json", action="store_true")
+    r.add_argument("--top", type=int, default=20, help="blocked sources to list (default 20)")
+
+    run = sub.add_parser("run", help="the daemon: enforce a policy on a netfilter queue")
+    run.add_argument("--policy", required=True)
+    run.add_argument("--abuse-log", help="override daemon.abuse_log")
+    run.add_argument("--syslog", help="override daemon.syslog.address")
+    run.add_argument("--counters-interval", type=float, help="override daemon.counters_interval")
+    run.add_argument("--abuse-window", type=float, help="override daemon.abuse_window")
+
+    rep = sub.add_parser("report", help="abuse-desk summary of blocked sources")
+    from op25b import report
+
+    report.add_arguments(rep)
+
+    lab = sub.add_parser("lab", help="the network-namespace lab")
+    lab.add_argument("action", choices=("up", "down", "status"))
+    lab.add_argument("name", nargs="?", help="lab name for 'down' (default: all labs)")
+
+    demo = sub.add_parser("demo", help="OP25B end to end in a lab with real SMTP traffic")
+    demo.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
+    demo.add_argument("--action", choices=("drop", "reject"), default="reject")
+
+    rules = sub.add_parser("rules", help="show or remove op25b's kernel rules in this namespace")
+    rules.add_argument("action", choices=("status", "remove"))
+    return p
+
+
+def _cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from op25b.loader import PolicyError, load_policy
+    from op25b.summary import summarize
+
+    try:
+        result = load_policy(args.policy, now=_parse_now(args.now))
+    except PolicyError as e:
+        print(e, file=err)
+        return EXIT_INVALID
+    for w in result.warnings:
+        print(f"{w} (warning)", file=err)
+    if not args.quiet:
+        print(summarize(result), file=out)
+    return EXIT_OK
+
+
+def _cmd_explain(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from op25b.addr import parse_address
+    from op25b.decide import decide_addresses
+    from op25b.loader import PolicyError, load_policy
+    from op25b.matcher import compile_policy
+
+    try:
+        src_v, src = parse_address(args.src)
+        dst_v, dst = parse_address(args.dst)
+    except ValueError as e:
+        print(f"op25b explain: {e}", file=err)
+        return EXIT_INVALID
+    if src_v != dst_v:
+        print("op25b explain: source and destination must both be IPv4 or both IPv6", file=err)
+        return EXIT_INVALID
+    if not 0 < args.port < 65536:
+        print(f"op25b explain: port out of range: {args.port}", file=err)
+        return EXIT_INVALID
+    try:
+        policy = load_policy(args.policy).policy
+    except PolicyError as e:
+        print(e, file=err)
+        return EXIT_INVALID
+    d = decide_addresses(compile_policy(policy), src_v, src, dst, args.port, _parse_now(args.now))
+    if args.json:
+        print(json.dumps(d.as_dict()), file=out)
+    else:
+        plan = f" (plan {d.plan})" if d.plan else ""
+        rule = f"  [{d.rule}]" if d.rule else ""
+        print(
+            f"{args.src} -> {args.dst}:{args.port}: {d.verdict.value.upper()}, "
+            f"{d.reason.value}{plan}{rule}",
+            file=out,
+        )
+    return EXIT_OK
+
+
+def _cmd_replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from op25b.loader import PolicyError, load_policy
+    from op25b.matcher import compile_policy
+    from op25b.replay import CaptureError, replay
+
+    try:
+        policy = load_policy(args.policy).policy
+    except PolicyError as e:
+        print(e, file=err)
+        return EXIT_INVALID
+    try:
+        res = replay(compile_policy(policy), args.capture, _parse_now(args.now))
+    except CaptureError as e:
+        print(f"op25b replay: {e}", file=err)
+        return EXIT_INVALID
+    blocked = sorted(
+        res.blocked.values(), key=lambda b: (-b.packets, -len(b.destinations), b.source)
+    )
+    if args.json:
+        doc = {
+            "packets_read": res.packets_read,
+            "ip_packets": res.ip_packets,
+            "decided": res.decided,
+            "established_skipped": res.established_skipped,
+            "parse_errors": res.parse_errors,
+            "verdicts": dict(sorted(res.by_verdict.items())),
+            "reasons": dict(sorted(res.by_reason.items())),
+            "blocked_sources": [
+                {
+                    "source": b.source,
+                    "plan": b.plan,
+                    "packets": b.packets,
+                    "distinct_destinations": len(b.destinations),
+                    "destinations": sorted(b.destinations),
+                }
+                for b in blocked
+            ],
+        }
+        print(json.dumps(doc, indent=2), file=out)
+        return EXIT_OK
+    print(
+        f"{args.capture}: {res.packets_read} packets read, {res.decided} decided, "
+        f"{res.established_skipped} of established connections skipped, "
+        f"{res.parse_errors} unparsable",
+        file=out,
+    )
+    print("by verdict: " + ", ".join(f"{k} {v}" for k, v in sorted(res.by_verdict.items())), file=out)
+    print("by reason:  " + ", ".join(f"{k} {v}" for k, v in sorted(res.by_reason.items())), file=out)
+    if blocked:
+        print(f"\nblocked sources ({len(blocked)}):", file=out)
+        print(f"  {'source':<40} {'plan':<16} {'attempts':>8} {'distinct dst':>12}", file=out)
+        for b in blocked[: args.top]:
+            print(
+                f"  {b.source:<40} {b.plan or '-':<16} {b.packets:>8} {len(b.destinations):>12}",
+                file=out,
+            )
+    return EXIT_OK
+
+
+def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from op25b.daemon import Overrides, run
+
+    return run(
+        args.policy,
+        Overrides(
+            abuse_log=args.abuse_log,
+            syslog=args.syslog,
+            counters_interval=args.counters_interval,
+            abuse_window=args.abuse_window,
+        ),
+        err,
+    )
+
+
+def _cmd_report(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from op25b import report
+
+    return report.run(args, out, err)
+
+
+def _cmd_lab(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from op25b import lab
+
+    if args.action == "up":
+        the_lab = lab.lab_up()
+        print(lab.describe(the_lab), file=out)
+    elif args.action == "down":
+        lab.lab_down(args.name)
+    else:
+        print(lab.lab_status(), file=out)
+    return EXIT_OK
+
+
+def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from op25b import demo
+
+    return demo.run(out, err, keep=args.keep, action=args.action)
+
+
+def _cmd_rules(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from op25b import rules
+    from op25b.ipsets import RulesError
+
+    try:
+        if args.action == "status":
+            print(rules.status() or "no op25b rules installed", file=out)
+        else:
+            rules.remove()
+    except (RulesError, OSError) as e:
+        print(f"op25b rules: {e}", file=err)
+        return EXIT_INVALID
+    return EXIT_OK
+
+
+_COMMANDS = {
+    "check": _cmd_check,
+    "explain": _cmd_explain,
+    "replay": _cmd_replay,
+    "run": _cmd_run,
+    "report": _cmd_report,
+    "lab": _cmd_lab,
+    "demo": _cmd_demo,
+    "rules": _cmd_rules,
+}
+
+
+def main(
+    argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    """Entry point; returns the exit code."""
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse reports usage errors by exiting
+        return int(e.code) if isinstance(e.code, int) else EXIT_USAGE
+    try:
+        return _COMMANDS[args.command](args, out, err)
+    except argparse.ArgumentTypeError as e:
+        print(f"op25b {args.command}: {e}", file=err)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

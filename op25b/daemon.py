@@ -1,0 +1,431 @@
+"""``op25b run``: the daemon's lifecycle around the queue binding.
+
+One process per queue. The leader (worker 0) owns the kernel side: it installs the
+rules and sets at start, swaps the sets on reload and removes exactly its rules on exit.
+With ``workers: N`` it forks N-1 followers bound to the next queues of the
+``--queue-balance`` range; they only decide, log and count, and take their signals
+from the leader.
+
+Signals only set flags (and wake ``select`` through ``signal.set_wakeup_fd``); the
+loop acts on them between batches:
+
+- SIGHUP  reload: the policy is loaded and compiled in a background thread so verdicts
+          keep flowing, then swapped in at once; an invalid policy is refused with its
+          file:line error in syslog and the old one stays in force.
+- SIGUSR1 reopen the abuse log (logrotate).
+- SIGTERM/SIGINT  stop: answer what is queued, remove the rules, answer what arrived
+          meanwhile, unbind, write the open abuse windows and the final counters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from types import FrameType
+from typing import TextIO
+
+from op25b import rules
+from op25b.abuselog import AbuseAggregator, AbuseLogWriter
+from op25b.addr import format_address
+from op25b.counters import CounterReporter, Counters, kernel_queue_stats
+from op25b.engine import Enforcer
+from op25b.ipsets import RulesError, compute_sets, next_change
+from op25b.loader import PolicyError, load_policy
+from op25b.matcher import CompiledPolicy, compile_policy
+from op25b.model import DaemonConfig, Policy
+from op25b.nfq import VERDICT_ACCEPT, VERDICT_DROP, QueueBinding
+from op25b.sdnotify import Notifier
+from op25b.syslog import Severity, SyslogSender
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Command-line settings that win over the policy's daemon section."""
+
+    abuse_log: str | None = None
+    syslog: str | None = None
+    counters_interval: float | None = None
+    abuse_window: float | None = None
+
+
+def apply_overrides(cfg: DaemonConfig, ov: Overrides) -> DaemonConfig:
+    """The daemon section with command-line overrides applied."""
+    from op25b.loader import parse_syslog_address  # the loader owns the address syntax
+
+    if ov.abuse_log is not None:
+        cfg = replace(cfg, abuse_log=ov.abuse_log)
+    if ov.syslog is not None:
+        cfg = replace(cfg, syslog=parse_syslog_address(ov.syslog, cfg.syslog.facility))
+    if ov.counters_interval is not None:
+        cfg = replace(cfg, counters_interval=ov.counters_interval)
+    if ov.abuse_window is not None:
+        cfg = replace(cfg, abuse_window=ov.abuse_window)
+    return cfg
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """A reload's result, handed from the reload thread to the loop."""
+
+    policy: Policy | None
+    compiled: CompiledPolicy | None
+    error: str | None
+    seconds: float
+    sets_only: bool = False
+
+
+class Worker:
+    """The loop of one queue."""
+
+    def __init__(
+        self,
+        policy_path: str,
+        policy: Policy,
+        overrides: Overrides,
+        index: int,
+        leader: bool,
+        notifier: Notifier,
+        err: TextIO,
+    ) -> None:
+        self.policy_path = policy_path
+        self.policy = policy
+        self.overrides = overrides
+        self.cfg = apply_overrides(policy.daemon, overrides)
+        self.index = index
+        self.queue_num = self.cfg.queue + index
+        self.leader = leader
+        self.notifier = notifier
+        self.err = err
+        self.followers: list[int] = []
+        self.counters = Counters()
+        self.reporter = CounterReporter()
+        self.syslog = SyslogSender(self.cfg.syslog, procid=f"{os.getpid()}")
+        self.aggregator = AbuseAggregator(
+            window=self.cfg.abuse_window,
+            v6_aggregate=self.cfg.v6_aggregate,
+            router=socket.gethostname(),
+        )
+        self.writer = AbuseLogWriter(self.cfg.abuse_log)
+        on_error = VERDICT_ACCEPT if self.cfg.on_error == "accept" else VERDICT_DROP
+        self.enforcer = Enforcer(compile_policy(policy), self.counters, self.aggregator, on_error)
+        self.binding: QueueBinding | None = None
+        self._flags: set[str] = set()
+        self._results: queue.Queue[_Loaded] = queue.Queue()
+        self._reloading = False
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._next_set_refresh: datetime | None = None
+
+    # -- signals -------------------------------------------------------------------
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        # Only set a flag; the loop acts. set_wakeup_fd makes select() return.
+        self._flags.add(
+            {
+                signal.SIGHUP: "reload",
+                signal.SIGUSR1: "reopen",
+                signal.SIGTERM: "stop",
+                signal.SIGINT: "stop",
+            }[signal.Signals(signum)]
+        )
+
+    def _install_signals(self) -> None:
+        for s in (self._wake_r, self._wake_w):
+            s.setblocking(False)
+        signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+
+    # -- logging -------------------------------------------------------------------
+
+    def log(self, severity: Severity, msg: str, msgid: str) -> None:
+        """A syslog line, mirrored on stderr so `op25b run` in a terminal shows it."""
+        self.syslog.send(severity, msg, msgid=msgid)
+        print(f"op25b[{self.queue_num}]: {msg}", file=self.err, flush=True)
+
+    def _send_counters(self, final: bool = False) -> None:
+        snap = self.counters.snapshot(time.monotonic())
+        stats = kernel_queue_stats(queues=[self.queue_num])
+        msg, params = self.reporter.report(snap, stats)
+        params = (("queue", str(self.queue_num)), *params)
+        if final:
+            params = (("final", "1"), *params)
+            msg = "final " + msg
+        self.syslog.send(Severity.INFO, msg, msgid="counters", params=params)
+
+    def _notify_new_sources(self) -> None:
+        for pkt, d in self.enforcer.new_sources:
+            src = format_address(pkt.version, pkt.src)
+            dst = format_address(pkt.version, pkt.dst)
+            self.syslog.send(
+                Severity.NOTICE,
+                f"blocked source {src} plan={d.plan} action={d.verdict.value} "
+                f"first_destination={dst}:{pkt.dport} rule={d.rule}",
+                msgid="blocked",
+                params=(
+                    ("src", src),
+                    ("plan", d.plan or ""),
+                    ("action", d.verdict.value),
+                    ("dst", dst),
+                    ("dport", str(pkt.dport)),
+                ),
+            )
+        self.enforcer.new_sources.clear()
+
+    def _write_abuse(self, records: list[object]) -> None:
+        if records:
+            try:
+                self.writer.write(records)  # type: ignore[arg-type]
+            except OSError as e:
+                self.log(Severity.ERR, f"abuse log write failed: {e}", "abuse_log")
+
+    # -- reload --------------------------------------------------------------------
+
+    def _start_reload(self, sets_only: bool = False) -> None:
+        if self._reloading:
+            self._flags.add("reload")  # run again when the current one finishes
+            return
+        self._reloading = True
+        if not sets_only:
+            self.notifier.reloading()
+        threading.Thread(
+            target=self._reload_thread, args=(sets_only,), name="op25b-reload", daemon=True
+        ).start()
+
+    def _reload_thread(self, sets_only: bool) -> None:
+        t0 = time.monotonic()
+        try:
+            if sets_only:
+                policy = self.policy
+                compiled = None
+            else:
+                policy = load_policy(self.policy_path).policy
+                compiled = compile_policy(policy)
+            if self.leader:
+                now = datetime.now(UTC)
+                new_cfg = rules.RuleConfig.from_policy(policy)
+                if sets_only or new_cfg == rules.RuleConfig.from_policy(self.policy):
+                    rules.update_sets(compute_sets(policy, now))
+                else:
+                    rules.install(new_cfg, compute_sets(policy, now))
+            result = _Loaded(policy, compiled, None, time.monotonic() - t0, sets_only)
+        except PolicyError as e:
+            result = _Loaded(None, None, str(e), time.monotonic() - t0, sets_only)
+        except (RulesError, OSError, ValueError) as e:
+            result = _Loaded(None, None, f"kernel update failed: {e}", time.monotonic() - t0)
+        self._results.put(result)
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"r")
+
+    def _finish_reload(self, result: _Loaded) -> None:
+        self._reloading = False
+        if result.sets_only:
+            if result.error:
+                self.log(Severity.ERR, f"allow-set refresh failed: {result.error}", "reload")
+            self._schedule_set_refresh()
+            return
+        self.counters.record_reload(result.error is None)
+        if result.error is not None or result.policy is None or result.compiled is None:
+            self.log(
+                Severity.ERR,
+                f"reload refused, old policy stays in force: {result.error}",
+                "reload",
+            )
+        else:
+            self.policy = result.policy
+            self.enforcer.compiled = result.compiled
+            self.log(
+                Severity.INFO,
+                f"reloaded {self.policy_path} in {result.seconds:.3f}s",
+                "reload",
+            )
+            self._schedule_set_refresh()
+        for pid in self.followers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGHUP)
+        self.notifier.ready(self._status())
+
+    def _schedule_set_refresh(self) -> None:
+        # The kernel allow-sets hold the exemptions active at load time; refresh them
+        # when one expires so the fallback never honours an expired exemption.
+        self._next_set_refresh = next_change(self.policy, datetime.now(UTC)) if self.leader else None
+
+    def _status(self) -> str:
+        return f"enforcing {self.policy_path} on queue {self.queue_num}"
+
+    # -- the loop ------------------------------------------------------------------
+
+    def bind(self) -> None:
+        """Bind the queue (the rules may already be sending packets to it)."""
+        on_error = self.enforcer.on_error
+        self.binding = QueueBinding(self.queue_num, self.enforcer.handle, on_error)
+
+    def serve(self) -> int:
+        """Run until stopped; returns the process exit code."""
+        assert self.binding is not None
+        binding = self.binding
+        self._install_signals()
+        self._schedule_set_refresh()
+        interval = self.cfg.counters_interval
+        next_counters = time.monotonic() + interval
+        next_watchdog = time.monotonic()
+        window_tick = min(1.0, self.cfg.abuse_window / 4)
+        next_window = time.monotonic() + window_tick
+        if self.leader:
+            self.notifier.ready(self._status())
+        self.log(Severity.INFO, f"started: {self._status()}", "start")
+        while True:
+            now_m = time.monotonic()
+            deadline = min(next_counters, next_window)
+            if self.notifier.watchdog_interval and self.leader:
+                deadline = min(deadline, next_watchdog)
+            timeout = max(0.0, deadline - now_m)
+            ready, _, _ = select.select([binding, self._wake_r], [], [], timeout)
+            self.enforcer.set_clock(datetime.now(UTC))
+            if binding in ready:
+                binding.process()
+            if self._wake_r in ready:
+                with contextlib.suppress(BlockingIOError):
+                    while self._wake_r.recv(4096):
+                        pass
+            if self.enforcer.new_sources:
+                self._notify_new_sources()
+            while not self._results.empty():
+                self._finish_reload(self._results.get_nowait())
+            flags, self._flags = self._flags, set()
+            if "stop" in flags:
+                return self._shutdown()
+            if "reopen" in flags:
+                self.writer.reopen()
+                for pid in self.followers:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGUSR1)
+            if "reload" in flags:
+                if self.leader or not self.followers:
+                    self._start_reload()
+            refresh = self._next_set_refresh
+            if refresh is not None and datetime.now(UTC) >= refresh and not self._reloading:
+                self._next_set_refresh = None
+                self._start_reload(sets_only=True)
+            now_m = time.monotonic()
+            if now_m >= next_window:
+                next_window = now_m + window_tick
+                self._write_abuse(list(self.aggregator.due(time.time())))
+            if now_m >= next_counters:
+                next_counters = now_m + interval
+                self._send_counters()
+            if self.leader and self.notifier.watchdog_interval and now_m >= next_watchdog:
+                next_watchdog = now_m + self.notifier.watchdog_interval
+                self.notifier.watchdog()
+            self.syslog.flush()
+
+    def _shutdown(self) -> int:
+        assert self.binding is not None
+        self.notifier.stopping()
+        for pid in self.followers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        self.enforcer.set_clock(datetime.now(UTC))
+        self.binding.process()  # answer what is queued before the rules go
+        code = 0
+        if self.leader:
+            for pid in self.followers:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
+            try:
+                rules.remove()
+            except RulesError as e:
+                self.log(Severity.ERR, f"removing rules failed: {e}", "stop")
+                code = 1
+        self.binding.process()  # what arrived while the rules were being removed
+        self.binding.close()
+        self._notify_new_sources()
+        self._write_abuse(list(self.aggregator.flush_all(time.time())))
+        self.writer.close()
+        self._send_counters(final=True)
+        self.log(Severity.INFO, "stopped", "stop")
+        self.syslog.close()
+        return code
+
+
+def run(
+    policy_path: str, overrides: Overrides, err: TextIO = sys.stderr
+) -> int:
+    """Load, install, serve, clean up. Exit codes: 0 clean stop, 1 could not start."""
+    try:
+        policy = load_policy(policy_path).policy
+    except PolicyError as e:
+        print(f"op25b run: {e}", file=err)
+        return 1
+    try:
+        cfg = apply_overrides(policy.daemon, overrides)
+    except PolicyError as e:
+        print(f"op25b run: {e}", file=err)
+        return 1
+    notifier = Notifier()
+    try:
+        worker = Worker(policy_path, policy, overrides, 0, True, notifier, err)
+        worker.writer.open()
+    except OSError as e:
+        print(f"op25b run: cannot open abuse log {cfg.abuse_log}: {e}", file=err)
+        return 1
+    try:
+        rules.install(rules.RuleConfig.from_policy(policy), compute_sets(policy, datetime.now(UTC)))
+    except (RulesError, OSError) as e:
+        print(f"op25b run: installing kernel rules failed: {e}", file=err)
+        return 1
+    try:
+        worker.followers = _fork_followers(policy_path, policy, overrides, notifier, err, cfg)
+        worker.bind()
+    except OSError as e:
+        print(f"op25b run: binding queue {cfg.queue} failed: {e}", file=err)
+        for pid in worker.followers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        with contextlib.suppress(RulesError):
+            rules.remove()
+        return 1
+    try:
+        return worker.serve()
+    except BaseException:
+        # Unexpected: leave no rules that point at a dead queue behind except the
+        # configured down-behaviour, which is what the kernel does without us anyway.
+        with contextlib.suppress(RulesError):
+            rules.remove()
+        raise
+
+
+def _fork_followers(
+    policy_path: str,
+    policy: Policy,
+    overrides: Overrides,
+    notifier: Notifier,
+    err: TextIO,
+    cfg: DaemonConfig,
+) -> list[int]:
+    pids: list[int] = []
+    for index in range(1, cfg.workers):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                w = Worker(policy_path, policy, overrides, index, False, Notifier({}), err)
+                w.writer.open()
+                w.bind()
+                code = w.serve()
+            finally:
+                os._exit(code)
+        pids.append(pid)
+    return pids
+
+
+Runner = Callable[[str, Overrides, TextIO], int]

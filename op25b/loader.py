@@ -1,0 +1,993 @@
+"""The YAML policy loader: policy text -> validated, typed ``model.Policy``.
+
+Owns the only ``import yaml`` in op25b, every check of policy format version 1
+(DESIGN.md §3), reading ``prefixes_file`` pool files, and the overlap analysis that
+turns a duplicate prefix into an error and a redundant prefix or a no-op exemption
+into a warning.
+
+The file is *composed* (not loaded) so every value keeps its YAML mark; errors and
+warnings read ``file:line:col: key.path: message`` with 1-based line and column, the
+way ExaBGP reports configuration errors. Bad input only ever raises ``PolicyError``.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import os
+import re
+import socket
+from array import array
+from bisect import bisect_left
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from itertools import accumulate
+from pathlib import Path
+from typing import NamedTuple, NoReturn
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from op25b import addr
+from op25b.model import (
+    Action,
+    DaemonConfig,
+    DownMode,
+    Exemption,
+    Location,
+    Plan,
+    Policy,
+    Prefix,
+    PrefixList,
+    ProviderMta,
+    SyslogConfig,
+    SyslogTransport,
+)
+
+__all__ = ["LoadResult", "PolicyError", "PolicyWarning", "load_policy", "load_policy_text"]
+
+SUPPORTED_VERSION = 1
+
+# Submission ports (RFC 6409, RFC 8314) are the sanctioned way out for subscribers
+# whose port 25 is blocked; guarding them would cut off legitimate mail entirely.
+SUBMISSION_PORTS = {587: "submission, RFC 6409", 465: "submissions, RFC 8314"}
+
+FACILITIES = ("kern", "user", "mail", "daemon", "auth", *(f"local{i}" for i in range(8)))
+
+_TAG = "tag:yaml.org,2002:"
+_STR, _INT, _FLOAT, _BOOL, _NULL, _TIMESTAMP = (
+    _TAG + t for t in ("str", "int", "float", "bool", "null", "timestamp")
+)
+_MAP, _SEQ = _TAG + "map", _TAG + "seq"
+_SCALAR_TAGS = frozenset({_STR, _INT, _FLOAT, _BOOL, _NULL, _TIMESTAMP})
+
+# Only plain decimal integers: YAML 1.1 reads 025 as octal 21 and 1:05 as 65, which in
+# a port list is a trap, not a feature.
+_DECIMAL = re.compile(r"[-+]?(?:0|[1-9][0-9]*)")
+_FINITE_FLOAT = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+# Plan and MTA names end up in abuse-log records, counters and kernel set names, so
+# keep them to a portable alphabet (and free of dots, which separate key paths).
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
+_HOSTNAME = re.compile(
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+)
+_PREFIX_LENGTHS = {str(n): n for n in range(129)}
+_LOW32 = 0xFFFFFFFF
+# A pool file nested wholesale under a plan prefix would otherwise produce a warning per
+# line; past this many, one summary warning says how many more there are.
+MAX_REDUNDANT_LISTED = 1000
+_TIMESTAMP_CONSTRUCTOR = yaml.constructor.SafeConstructor()
+
+
+# ----------------------------------------------------------------------------- API
+
+
+def _format(location: Location | None, path: str, message: str) -> str:
+    parts = [str(location)] if location is not None else []
+    if path:
+        parts.append(path)
+    parts.append(message)
+    return ": ".join(parts)
+
+
+class PolicyError(Exception):
+    """A policy that cannot be used; ``str()`` is ``file:line:col: key.path: message``."""
+
+    def __init__(self, location: Location | None, path: str, message: str) -> None:
+        super().__init__(location, path, message)
+        self.location = location
+        self.path = path
+        self.message = message
+
+    def __str__(self) -> str:
+        return _format(self.location, self.path, self.message)
+
+
+@dataclass(frozen=True)
+class PolicyWarning:
+    """Something legal but probably unintended; same text format as ``PolicyError``."""
+
+    location: Location
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return _format(self.location, self.path, self.message)
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """A validated policy and the warnings found while loading it."""
+
+    policy: Policy
+    warnings: tuple[PolicyWarning, ...]
+
+
+def load_policy(path: str | os.PathLike[str], now: datetime | None = None) -> LoadResult:
+    """Load and validate a policy file.
+
+    Locations name the file as given (``policies/example.yaml``); ``prefixes_file``
+    entries resolve against the policy file's directory. ``now`` (aware) only decides
+    which exemptions get an "expired" warning; it defaults to the current time.
+    """
+    source = os.fspath(path)
+    try:
+        data = Path(source).read_bytes()
+    except OSError as exc:
+        raise PolicyError(
+            None, "", f"{source}: cannot read policy: {exc.strerror or exc}"
+        ) from None
+    text = _decode(data, source, "")
+    return load_policy_text(text, source=source, now=now, base_dir=Path(source).parent)
+
+
+def load_policy_text(
+    text: str,
+    source: str = "<string>",
+    now: datetime | None = None,
+    base_dir: Path | None = None,
+) -> LoadResult:
+    """Validate policy text; ``source`` names it in locations.
+
+    ``prefixes_file`` entries resolve against ``base_dir`` (default: the current
+    directory), and are shown in locations as ``base_dir/prefixes_file``.
+    """
+    if now is None:
+        now = datetime.now(UTC)
+    elif now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")  # a caller bug, not bad input
+    root = _compose(text, source)
+    walker = _Walker(source, base_dir if base_dir is not None else Path("."), now)
+    # A big pool file creates millions of objects that are never cyclic garbage; left
+    # on, the collector rescans all of them over and over (measured ~2x the load time).
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return walker.policy(root)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+# ------------------------------------------------------------------- YAML plumbing
+
+
+def _decode(data: bytes, shown: str, path: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise PolicyError(Location(shown, line, col), path, "not UTF-8 text") from None
+
+
+def _compose(text: str, source: str) -> Node:
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = Location(source, mark.line + 1, mark.column + 1) if mark is not None else None
+        problem = exc.problem or exc.context or "invalid YAML"
+        context = ""
+        if exc.context and exc.problem and exc.context_mark is not None:
+            started = Location(source, exc.context_mark.line + 1, exc.context_mark.column + 1)
+            context = f" ({exc.context} at {started})"
+        raise PolicyError(where, "", f"invalid YAML: {problem}{context}") from None
+    except yaml.reader.ReaderError as exc:
+        # The reader counts characters; turn the offset into a line and column.
+        line = text.count("\n", 0, exc.position) + 1
+        col = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        char = exc.character
+        shown = f"U+{char:04X}" if isinstance(char, int) else repr(char)
+        raise PolicyError(
+            Location(source, line, col), "", f"invalid YAML: unacceptable character {shown}"
+        ) from None
+    except yaml.YAMLError as exc:  # any other PyYAML complaint, still bad input
+        raise PolicyError(Location(source, 1, 1), "", f"invalid YAML: {exc}") from None
+    except RecursionError:
+        raise PolicyError(Location(source, 1, 1), "", "invalid YAML: nested too deeply") from None
+    if root is None:
+        raise PolicyError(Location(source, 1, 1), "", "empty policy (expected a mapping)")
+    return root
+
+
+def _kind(node: Node) -> str:
+    """How a node reads in an error message: 'a list', "a string ('25')"."""
+    if isinstance(node, MappingNode):
+        return "a mapping"
+    if isinstance(node, SequenceNode):
+        return "a list"
+    tag, value = node.tag, node.value
+    if tag == _STR:
+        return f"a string ({value!r})"
+    if tag == _INT:
+        return f"an integer ({value})"
+    if tag == _FLOAT:
+        return f"a number ({value})"
+    if tag == _BOOL:
+        return f"a boolean ({value})"
+    if tag == _NULL:
+        return "nothing (null)"
+    if tag == _TIMESTAMP:
+        return f"a date ({value})"
+    return f"a value tagged {tag}"
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+@dataclass
+class _PlanBuild:
+    """A plan while it is being assembled; positions kept compactly (see PrefixList)."""
+
+    name: str
+    exempt: bool
+    location: Location
+    base: int  # global index of the plan's first prefix, across all plans
+    inline_count: int = 0
+    prefixes: list[Prefix] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    file_index: bytearray = field(default_factory=bytearray)
+    lines: array[int] = field(default_factory=lambda: array("I"))
+    cols: array[int] = field(default_factory=lambda: array("I"))
+    # per IP version: ((network << 8 | length) << 32 | global index), for overlap checks
+    keys: dict[int, list[int]] = field(default_factory=lambda: {4: [], 6: []})
+
+    def add_keys(self, versions: list[int], values: list[int], lengths: list[int]) -> None:
+        """Record sort keys for prefixes just appended (the last len(values) ones)."""
+        first = self.base + len(self.prefixes) - len(values)
+        rows = zip(versions, values, lengths, range(first, first + len(values)), strict=True)
+        if 6 not in versions:  # the common single-family pool file: no filtering pass
+            self.keys[4].extend([(((v << 8) | n) << 32) | g for _, v, n, g in rows])
+            return
+        for version, v, n, g in rows:
+            self.keys[version].append((((v << 8) | n) << 32) | g)
+
+
+class _Pool(NamedTuple):
+    """A parsed pool file as parallel lists (no per-line objects but the Prefix)."""
+
+    lines: list[int]
+    cols: list[int]
+    versions: list[int]
+    values: list[int]
+    lengths: list[int]
+
+
+def _parse_pool_fast(text: str) -> _Pool | None:
+    """Parse a pool file whose lines are all well-formed, else None.
+
+    A million lines must load in seconds, so this runs as whole-list comprehensions
+    over C string methods and inet_pton instead of a per-line Python loop with
+    branches; any irregular line makes it give up and the careful path decides.
+    """
+    raw = text.split("\n")
+    if "#" in text:
+        cleaned = [line.partition("#")[0].strip() for line in raw]
+    else:
+        cleaned = list(map(str.strip, raw))
+    numbers = [i for i, c in enumerate(cleaned) if c]
+    parts = [cleaned[i].partition("/") for i in numbers]
+    versions = [6 if ":" in a else 4 for a, _, _ in parts]
+    pton, af4, af6, from_bytes = socket.inet_pton, socket.AF_INET, socket.AF_INET6, int.from_bytes
+    table = _PREFIX_LENGTHS
+    try:
+        values = [
+            from_bytes(pton(af6 if v == 6 else af4, a), "big")
+            for (a, _, _), v in zip(parts, versions, strict=True)
+        ]
+        lengths = [
+            table[n] if slash else (128 if v == 6 else 32)
+            for (_, slash, n), v in zip(parts, versions, strict=True)
+        ]
+    except (OSError, KeyError):
+        return None
+    for v, value, length in zip(versions, values, lengths, strict=True):
+        width = 128 if v == 6 else 32
+        if length > width or value & ((1 << (width - length)) - 1):
+            return None
+    cols = [len(line) - len(line.lstrip()) + 1 for line in map(raw.__getitem__, numbers)]
+    return _Pool([i + 1 for i in numbers], cols, versions, values, lengths)
+
+
+def _parse_pool_careful(text: str, shown: str, path: str) -> _Pool:
+    """Parse a pool file line by line; the first bad line is a PolicyError.
+
+    addr.parse_prefix decides and words every complaint, so pool files and inline
+    prefixes follow exactly the same rules.
+    """
+    pool = _Pool([], [], [], [], [])
+    for lineno, raw in enumerate(text.split("\n"), 1):
+        s = raw.partition("#")[0]
+        t = s.strip()
+        if not t:
+            continue
+        col = len(s) - len(s.lstrip()) + 1
+        try:
+            if any(c.isspace() for c in t):
+                raise ValueError(f"one prefix per line, got {t!r}")
+            prefix = addr.parse_prefix(t, strict=True)
+        except ValueError as exc:
+            raise PolicyError(Location(shown, lineno, col), path, str(exc)) from None
+        pool.lines.append(lineno)
+        pool.cols.append(col)
+        pool.versions.append(prefix.version)
+        pool.values.append(prefix.network)
+        pool.lengths.append(prefix.length)
+    return pool
+
+
+@dataclass
+class _Sorted:
+    """One address family's plan prefixes as sorted ints: (net << 8 | len) << 32 | gidx."""
+
+    width: int
+    keys: list[int]
+
+
+# -------------------------------------------------------------------- the walker
+
+
+class _Walker:
+    """Walks one composed document; holds the context every check needs."""
+
+    def __init__(self, source: str, base_dir: Path, now: datetime) -> None:
+        self.source = source
+        self.base_dir = base_dir
+        self.now = now
+        self.warnings: list[PolicyWarning] = []
+        self.plan_builds: list[_PlanBuild] = []
+        self.plan_base: list[int] = []  # global index of each plan's first prefix
+        self.exempt_flags = bytearray()  # by global prefix index
+        self.sorted: dict[int, _Sorted] = {}
+
+    # -- generic node helpers --------------------------------------------------
+
+    def loc(self, node: Node) -> Location:
+        mark = node.start_mark
+        return Location(self.source, mark.line + 1, mark.column + 1)
+
+    def fail(self, node: Node, path: str, message: str) -> NoReturn:
+        raise PolicyError(self.loc(node), path, message)
+
+    def warn(self, node: Node, path: str, message: str) -> None:
+        self.warnings.append(PolicyWarning(self.loc(node), path, message))
+
+    def check_tag(self, node: Node, path: str) -> None:
+        expected = _MAP if isinstance(node, MappingNode) else _SEQ
+        if isinstance(node, ScalarNode):
+            if node.tag not in _SCALAR_TAGS:
+                self.fail(node, path, f"unsupported YAML tag {node.tag!r}")
+        elif node.tag != expected:
+            self.fail(node, path, f"unsupported YAML tag {node.tag!r}")
+
+    def mapping(
+        self,
+        node: Node,
+        path: str,
+        allowed: tuple[str, ...] | None,
+        required: tuple[str, ...] = (),
+    ) -> dict[str, tuple[Node, Node]]:
+        """Keys of a mapping node -> (key node, value node); duplicates are errors."""
+        self.check_tag(node, path)
+        if not isinstance(node, MappingNode):
+            self.fail(node, path, f"expected a mapping, got {_kind(node)}")
+        out: dict[str, tuple[Node, Node]] = {}
+        for key_node, value_node in node.value:
+            name = self.key_text(key_node, path)
+            if name in out:
+                first = self.loc(out[name][0])
+                self.fail(key_node, _join(path, name), f"duplicate key {name!r} (first at {first})")
+            if allowed is not None and name not in allowed:
+                self.fail(
+                    key_node,
+                    _join(path, name),
+                    f"unknown key {name!r} (allowed: {', '.join(allowed)})",
+                )
+            out[name] = (key_node, value_node)
+        for name in required:
+            if name not in out:
+                self.fail(node, path, f"missing required key {name!r}")
+        return out
+
+    def key_text(self, node: Node, path: str) -> str:
+        if not isinstance(node, ScalarNode):
+            self.fail(node, path, f"keys must be plain names, got {_kind(node)}")
+        if node.tag == _TAG + "merge":
+            self.fail(node, path, "merge keys ('<<') are not supported; write the keys out")
+        if node.tag not in (_STR, _INT):
+            self.fail(node, path, f"keys must be plain names, got {_kind(node)}")
+        return str(node.value)
+
+    def sequence(self, node: Node, path: str, allow_null: bool = False) -> list[Node]:
+        self.check_tag(node, path)
+        if allow_null and isinstance(node, ScalarNode) and node.tag == _NULL:
+            return []  # `key:` with every item commented out means "none"
+        if not isinstance(node, SequenceNode):
+            self.fail(node, path, f"expected a list, got {_kind(node)}")
+        return list(node.value)
+
+    def scalar(self, node: Node, path: str, what: str) -> ScalarNode:
+        self.check_tag(node, path)
+        if not isinstance(node, ScalarNode):
+            self.fail(node, path, f"expected {what}, got {_kind(node)}")
+        return node
+
+    def text(self, node: Node, path: str, what: str = "a string") -> str:
+        """A free-text value, exactly as written (so ticket 01234 stays '01234')."""
+        n = self.scalar(node, path, what)
+        if n.tag in (_NULL, _BOOL):
+            self.fail(node, path, f"expected {what}, got {_kind(n)}")
+        value = str(n.value)
+        if not value.strip():
+            self.fail(node, path, f"expected {what}, got an empty string")
+        return value
+
+    def integer(self, node: Node, path: str, lo: int, hi: int | None = None) -> int:
+        n = self.scalar(node, path, "an integer")
+        if n.tag != _INT:
+            self.fail(node, path, f"expected an integer, got {_kind(n)}")
+        if not _DECIMAL.fullmatch(n.value):
+            self.fail(node, path, f"write integers in plain decimal, got {n.value!r}")
+        value = int(n.value)
+        if value < lo or (hi is not None and value > hi):
+            bound = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+            self.fail(node, path, f"{value} is out of range ({bound})")
+        return value
+
+    def positive_number(self, node: Node, path: str) -> float:
+        n = self.scalar(node, path, "a number")
+        if n.tag == _INT:
+            value = float(self.integer(node, path, lo=-(2**63)))
+        elif n.tag == _FLOAT and _FINITE_FLOAT.fullmatch(n.value):
+            value = float(n.value)
+        elif n.tag == _FLOAT:
+            self.fail(node, path, f"expected a plain finite number, got {n.value!r}")
+        else:
+            self.fail(node, path, f"expected a number, got {_kind(n)}")
+        if not (value > 0 and math.isfinite(value)):
+            self.fail(node, path, f"must be a number > 0, got {n.value}")
+        return value
+
+    def boolean(self, node: Node, path: str) -> bool:
+        n = self.scalar(node, path, "true or false")
+        if n.tag != _BOOL:
+            hint = (
+                "; remove the quotes"
+                if n.tag == _STR and n.value.lower() in {"true", "false"}
+                else ""
+            )
+            self.fail(node, path, f"expected true or false, got {_kind(n)}{hint}")
+        word = str(n.value).lower()
+        if word not in ("true", "false"):
+            # yes/no/on/off are booleans in YAML 1.1 but strings in YAML 1.2; a policy
+            # must mean the same thing to every tool that reads it.
+            self.fail(node, path, f"ambiguous boolean {n.value!r}: write true or false")
+        return word == "true"
+
+    def choice(self, node: Node, path: str, choices: tuple[str, ...]) -> str:
+        allowed = " | ".join(choices)
+        n = self.scalar(node, path, f"one of {allowed}")
+        if n.tag != _STR or n.value not in choices:
+            self.fail(node, path, f"expected one of {allowed}, got {_kind(n)}")
+        return str(n.value)
+
+    def expires(self, node: Node, path: str) -> datetime:
+        """A date (active through that UTC day) or a timestamp with a timezone.
+
+        A naive timestamp is an error rather than silently UTC: an audit trail should
+        not depend on which timezone the reader assumed.
+        """
+        n = self.scalar(node, path, "a date")
+        value = str(n.value)
+        regexp = _TIMESTAMP_CONSTRUCTOR.timestamp_regexp
+        if n.tag not in (_TIMESTAMP, _STR) or not regexp.match(value):
+            self.fail(
+                node,
+                path,
+                f"expected a date (YYYY-MM-DD) or a timestamp with a timezone, got {_kind(n)}",
+            )
+        try:
+            parsed = _TIMESTAMP_CONSTRUCTOR.construct_yaml_timestamp(
+                ScalarNode(_TIMESTAMP, value, n.start_mark, n.end_mark)
+            )
+        except (ValueError, OverflowError):
+            self.fail(node, path, f"not a valid date: {value!r}")
+        if isinstance(parsed, datetime):
+            if parsed.tzinfo is None:
+                self.fail(
+                    node,
+                    path,
+                    f"timestamp without a timezone: {value!r}; add Z or +HH:MM, or give a date",
+                )
+            try:
+                return parsed.astimezone(UTC)
+            except (ValueError, OverflowError):
+                self.fail(node, path, f"not a valid date: {value!r}")
+        return _end_of_day(parsed)
+
+    # -- sections ----------------------------------------------------------------
+
+    def policy(self, root: Node) -> LoadResult:
+        top = self.mapping(
+            root,
+            "",
+            (
+                "version",
+                "guarded_ports",
+                "action",
+                "plans",
+                "provider_mtas",
+                "exemptions",
+                "daemon",
+            ),
+            required=("version", "guarded_ports", "action", "plans"),
+        )
+        # version first: a newer format should fail as "unsupported", not as a typo.
+        version_node = top["version"][1]
+        version = self.integer(version_node, "version", lo=-(2**63))
+        if version != SUPPORTED_VERSION:
+            self.fail(
+                version_node,
+                "version",
+                f"unsupported policy version {version} (this op25b reads version 1)",
+            )
+        ports_node = top["guarded_ports"][1]
+        ports = self.guarded_ports(ports_node)
+        action_node = top["action"][1]
+        action = Action(self.choice(action_node, "action", tuple(a.value for a in Action)))
+        plans = self.plans(top["plans"][1])
+        mtas = self.provider_mtas(top["provider_mtas"][1]) if "provider_mtas" in top else ()
+        exemption_nodes = top["exemptions"][1] if "exemptions" in top else None
+        exemptions = self.exemptions(exemption_nodes) if exemption_nodes is not None else ()
+        daemon = self.daemon(top["daemon"][1]) if "daemon" in top else DaemonConfig()
+
+        self.check_plan_overlaps()
+        if exemption_nodes is not None:
+            self.check_exemption_effect(exemptions, exemption_nodes)
+
+        policy = Policy(
+            source=self.source,
+            guarded_ports=frozenset(ports),
+            action=action,
+            plans=plans,
+            provider_mtas=mtas,
+            exemptions=exemptions,
+            daemon=daemon,
+            guarded_ports_location=self.loc(ports_node),
+            action_location=self.loc(action_node),
+        )
+        return LoadResult(policy, tuple(self.warnings))
+
+    def guarded_ports(self, node: Node) -> list[int]:
+        items = self.sequence(node, "guarded_ports")
+        if not items:
+            self.fail(node, "guarded_ports", "at least one port is required")
+        seen: dict[int, Node] = {}
+        for i, item in enumerate(items):
+            path = f"guarded_ports[{i}]"
+            port = self.integer(item, path, 1, 65535)
+            if port in SUBMISSION_PORTS:
+                self.fail(
+                    item,
+                    path,
+                    f"port {port} ({SUBMISSION_PORTS[port]}) is never guarded: it is how"
+                    " blocked subscribers send mail through their provider, with SMTP AUTH",
+                )
+            if port in seen:
+                self.fail(item, path, f"duplicate port {port} (first at {self.loc(seen[port])})")
+            seen[port] = item
+        return list(seen)
+
+    def name(self, key_node: Node, path: str, what: str) -> str:
+        text = str(key_node.value)
+        if not _NAME.fullmatch(text):
+            self.fail(
+                key_node,
+                path,
+                f"bad {what} name {text!r}: use 1-32 letters, digits, '-' or '_',"
+                " starting with a letter or digit",
+            )
+        return text
+
+    def plans(self, node: Node) -> tuple[Plan, ...]:
+        entries = self.mapping(node, "plans", None)
+        if not entries:
+            self.fail(node, "plans", "at least one plan is required")
+        plans: list[Plan] = []
+        for name, (key_node, value_node) in entries.items():
+            path = f"plans.{name}"
+            self.name(key_node, path, "plan")
+            plans.append(self.plan(name, key_node, value_node, path))
+        return tuple(plans)
+
+    def plan(self, name: str, key_node: Node, node: Node, path: str) -> Plan:
+        keys = self.mapping(node, path, ("exempt", "prefixes", "prefixes_file"), ("exempt",))
+        if "prefixes" not in keys and "prefixes_file" not in keys:
+            self.fail(node, path, "missing required key 'prefixes' or 'prefixes_file'")
+        exempt = self.boolean(keys["exempt"][1], f"{path}.exempt")
+        build = _PlanBuild(name, exempt, self.loc(key_node), base=len(self.exempt_flags))
+        build.files.append(self.source)
+        if "prefixes" in keys:
+            items_node = keys["prefixes"][1]
+            for i, item in enumerate(
+                self.sequence(items_node, f"{path}.prefixes", allow_null=True)
+            ):
+                item_path = f"{path}.prefixes[{i}]"
+                prefix = self.prefix(item, item_path)
+                mark = item.start_mark
+                build.prefixes.append(prefix)
+                build.lines.append(mark.line + 1)
+                build.cols.append(mark.column + 1)
+                build.add_keys([prefix.version], [prefix.network], [prefix.length])
+            build.inline_count = len(build.prefixes)
+            build.file_index.extend(bytes(build.inline_count))
+        if "prefixes_file" in keys:
+            file_node = keys["prefixes_file"][1]
+            self.pool_file(build, file_node, f"{path}.prefixes_file")
+            if len(build.prefixes) == build.inline_count:
+                where = f"{build.files[-1]} holds no prefixes"
+                self.fail(file_node, f"{path}.prefixes_file", f"plan {name!r} is empty: {where}")
+        elif not build.prefixes:
+            self.fail(keys["prefixes"][1], f"{path}.prefixes", f"plan {name!r} has no prefixes")
+
+        self.plan_base.append(build.base)
+        self.exempt_flags.extend(bytes([build.exempt]) * len(build.prefixes))
+        self.plan_builds.append(build)
+        plist = PrefixList(
+            prefixes=tuple(build.prefixes),
+            files=tuple(build.files),
+            file_index=bytes(build.file_index),
+            lines=build.lines,
+            cols=build.cols,
+        )
+        return Plan(name, build.exempt, plist, build.location)
+
+    def prefix(self, node: Node, path: str) -> Prefix:
+        text = self.text(node, path, "a prefix")
+        try:
+            return addr.parse_prefix(text, strict=True)
+        except ValueError as exc:
+            self.fail(node, path, str(exc))
+
+    def pool_file(self, build: _PlanBuild, node: Node, path: str) -> None:
+        """Read a pool file: one prefix per line, '#' comments, blank lines ignored."""
+        rel = self.text(node, path, "a file path")
+        shown = str(self.base_dir / rel)
+        try:
+            data = (self.base_dir / rel).read_bytes()
+        except OSError as exc:
+            self.fail(node, path, f"cannot read {shown}: {exc.strerror or exc}")
+        text = _decode(data, shown, path)
+        if len(build.files) >= 255:  # file_index is one byte per prefix
+            self.fail(node, path, "too many prefix files")
+        build.files.append(shown)
+        pool = _parse_pool_fast(text) or _parse_pool_careful(text, shown, path)
+        build.prefixes.extend(map(Prefix, pool.versions, pool.values, pool.lengths))
+        build.lines.extend(pool.lines)
+        build.cols.extend(pool.cols)
+        build.file_index.extend(bytes([len(build.files) - 1]) * len(pool.lines))
+        build.add_keys(pool.versions, pool.values, pool.lengths)
+
+    def provider_mtas(self, node: Node) -> tuple[ProviderMta, ...]:
+        if isinstance(node, ScalarNode) and node.tag == _NULL:
+            return ()
+        entries = self.mapping(node, "provider_mtas", None)
+        seen: dict[tuple[int, int], tuple[Location, str]] = {}
+        mtas: list[ProviderMta] = []
+        for name, (key_node, value_node) in entries.items():
+            path = f"provider_mtas.{name}"
+            self.name(key_node, path, "provider MTA")
+            keys = self.mapping(value_node, path, ("addresses",), ("addresses",))
+            list_node = keys["addresses"][1]
+            items = self.sequence(list_node, f"{path}.addresses")
+            if not items:
+                self.fail(list_node, f"{path}.addresses", "at least one address is required")
+            addresses: list[tuple[int, int]] = []
+            locations: list[Location] = []
+            for i, item in enumerate(items):
+                item_path = f"{path}.addresses[{i}]"
+                text = self.text(item, item_path, "an IP address")
+                if "/" in text:
+                    self.fail(
+                        item,
+                        item_path,
+                        f"provider MTA addresses are single IP addresses, not prefixes: {text!r}",
+                    )
+                try:
+                    address = addr.parse_address(text)
+                except ValueError as exc:
+                    self.fail(item, item_path, str(exc))
+                if address in seen:
+                    other_loc, other_path = seen[address]
+                    self.fail(
+                        item,
+                        item_path,
+                        f"duplicate address {addr.format_address(*address)}"
+                        f" (also {other_path} at {other_loc})",
+                    )
+                seen[address] = (self.loc(item), item_path)
+                addresses.append(address)
+                locations.append(self.loc(item))
+            mtas.append(ProviderMta(name, tuple(addresses), tuple(locations), self.loc(key_node)))
+        return tuple(mtas)
+
+    def exemptions(self, node: Node) -> tuple[Exemption, ...]:
+        out: list[Exemption] = []
+        for i, item in enumerate(self.sequence(node, "exemptions", allow_null=True)):
+            path = f"exemptions[{i}]"
+            keys = self.mapping(
+                item,
+                path,
+                ("prefix", "ticket", "expires", "reason"),
+                ("prefix", "ticket", "expires"),
+            )
+            prefix = self.prefix(keys["prefix"][1], f"{path}.prefix")
+            ticket = self.text(keys["ticket"][1], f"{path}.ticket", "a ticket reference")
+            expires_node = keys["expires"][1]
+            expires = self.expires(expires_node, f"{path}.expires")
+            reason = self.text(keys["reason"][1], f"{path}.reason") if "reason" in keys else ""
+            exemption = Exemption(prefix, ticket, expires, reason, self.loc(item))
+            if not exemption.active(self.now):
+                self.warn(
+                    expires_node,
+                    f"{path}.expires",
+                    f"exemption for {addr.prefix_text(prefix)} (ticket {ticket}) expired at"
+                    f" {_instant(expires)} (expires: {expires_node.value}); it is ignored",
+                )
+            out.append(exemption)
+        return tuple(out)
+
+    def daemon(self, node: Node) -> DaemonConfig:
+        if isinstance(node, ScalarNode) and node.tag == _NULL:
+            return DaemonConfig()
+        allowed = (
+            "queue",
+            "workers",
+            "on_daemon_down",
+            "abuse_log",
+            "syslog",
+            "counters_interval",
+            "on_error",
+            "abuse_window",
+            "v6_aggregate",
+            "fast_path",
+            "block_cache_timeout",
+        )
+        keys = self.mapping(node, "daemon", allowed)
+        values: dict[str, object] = {}
+        for key, (_, value_node) in keys.items():
+            path = f"daemon.{key}"
+            if key == "queue":
+                values[key] = self.integer(value_node, path, 0, 65535)
+            elif key == "workers":
+                values[key] = self.integer(value_node, path, 1, 64)
+            elif key == "on_daemon_down":
+                modes = tuple(m.value for m in DownMode)
+                values[key] = DownMode(self.choice(value_node, path, modes))
+            elif key == "abuse_log":
+                values[key] = self.text(value_node, path, "a file path")
+            elif key == "syslog":
+                values[key] = self.syslog(value_node, path)
+            elif key in ("counters_interval", "abuse_window"):
+                values[key] = self.positive_number(value_node, path)
+            elif key == "on_error":
+                values[key] = self.choice(value_node, path, ("accept", "drop"))
+            elif key == "v6_aggregate":
+                values[key] = self.integer(value_node, path, 0, 128)
+            elif key == "fast_path":
+                values[key] = self.boolean(value_node, path)
+            else:  # block_cache_timeout
+                values[key] = self.integer(value_node, path, 0)
+        return DaemonConfig(**values)  # type: ignore[arg-type]
+
+    def syslog(self, node: Node, path: str) -> SyslogConfig:
+        keys = self.mapping(node, path, ("address", "facility"))
+        default = SyslogConfig()
+        transport, host, port = default.transport, default.address, default.port
+        if "address" in keys:
+            transport, host, port = self.syslog_address(keys["address"][1], f"{path}.address")
+        facility = default.facility
+        if "facility" in keys:
+            facility = self.choice(keys["facility"][1], f"{path}.facility", FACILITIES)
+        return SyslogConfig(transport, host, port, facility)
+
+    def syslog_address(self, node: Node, path: str) -> tuple[SyslogTransport, str, int]:
+        text = self.text(node, path, "a syslog address")
+        usage = "expected a socket path like /dev/log, udp://host:port or tcp://host:port"
+        if text.startswith("/"):
+            return SyslogTransport.UNIX, text, 0
+        scheme, sep, rest = text.partition("://")
+        transports = {"udp": SyslogTransport.UDP, "tcp": SyslogTransport.TCP}
+        if not sep or scheme not in transports:
+            self.fail(node, path, f"{usage}, got {text!r}")
+        if rest.startswith("["):
+            host, sep, port_text = rest[1:].partition("]:")
+            try:
+                version, _ = addr.parse_address(host)
+            except ValueError:
+                version = 0
+            if not sep or version != 6:
+                self.fail(
+                    node, path, f"expected [IPv6 address]:port after {scheme}://, got {text!r}"
+                )
+        else:
+            host, sep, port_text = rest.rpartition(":")
+            if ":" in host:
+                self.fail(
+                    node, path, f"write IPv6 hosts in brackets ({scheme}://[2001:db8::1]:514)"
+                )
+            if not sep or not _HOSTNAME.fullmatch(host):
+                self.fail(node, path, f"{usage}, got {text!r}")
+            if host.replace(".", "").isdigit():
+                try:
+                    addr.parse_address(host)
+                except ValueError as exc:
+                    self.fail(node, path, str(exc))
+        if not (port_text.isascii() and port_text.isdigit() and 1 <= int(port_text) <= 65535):
+            self.fail(node, path, f"expected a port 1..65535 after the host, got {text!r}")
+        return transports[scheme], host, int(port_text)
+
+    # -- whole-policy checks -------------------------------------------------------
+
+    def plan_and_index(self, gidx: int) -> tuple[_PlanBuild, int]:
+        plan_no = max(0, bisect_left(self.plan_base, gidx + 1) - 1)
+        return self.plan_builds[plan_no], gidx - self.plan_base[plan_no]
+
+    def describe(self, gidx: int) -> tuple[Location, str, str]:
+        """(location, key path, prefix text) of a plan prefix by global index."""
+        build, i = self.plan_and_index(gidx)
+        where = Location(build.files[build.file_index[i]], build.lines[i], build.cols[i])
+        if i < build.inline_count:
+            path = f"plans.{build.name}.prefixes[{i}]"
+        else:
+            path = f"plans.{build.name}.prefixes_file"
+        return where, path, addr.prefix_text(build.prefixes[i])
+
+    def check_plan_overlaps(self) -> None:
+        """Duplicate prefixes are errors; redundant ones are warnings.
+
+        A prefix is redundant when the nearest less specific prefix that covers it
+        (across all plans) has the same exempt flag: deleting it changes no decision.
+        The nearest one matters: residential /16 > business /29 (exempt) > mobile /30
+        keeps the /30 meaningful. One sort per family and a stack sweep, so a million
+        pool prefixes cost about a second, not n^2.
+        """
+        flags = self.exempt_flags
+        redundant: list[tuple[int, int]] = []
+        for version, width in ((4, 32), (6, 128)):
+            keys = [k for build in self.plan_builds for k in build.keys[version]]
+            keys.sort()
+            self.sorted[version] = _Sorted(width, keys)
+            start = _first_nested(keys, width)
+            if start is None:
+                continue  # all prefixes disjoint: no duplicates, nothing redundant
+            # Everything before `start` is disjoint, so the sweep can begin at its
+            # predecessor with an empty stack of enclosing prefixes.
+            stack: list[tuple[int, int, int]] = []  # (end of range, net << 8 | len, gidx)
+            for key in keys[start - 1 :]:
+                gidx = key & _LOW32
+                net_len = key >> 32
+                net = net_len >> 8
+                while stack and net >= stack[-1][0]:
+                    stack.pop()
+                if stack:
+                    _, top_net_len, top_gidx = stack[-1]
+                    if top_net_len == net_len:
+                        self.duplicate(gidx, top_gidx)
+                    if flags[top_gidx] == flags[gidx]:
+                        redundant.append((gidx, top_gidx))
+                stack.append((net + (1 << (width - (net_len & 0xFF))), net_len, gidx))
+        redundant.sort()
+        for gidx, parent in redundant[:MAX_REDUNDANT_LISTED]:
+            where, path, text = self.describe(gidx)
+            other_where, _, other_text = self.describe(parent)
+            build, _ = self.plan_and_index(gidx)
+            other, _ = self.plan_and_index(parent)
+            state = "exempt" if build.exempt else "not exempt"
+            self.warnings.append(
+                PolicyWarning(
+                    where,
+                    path,
+                    f"{text} is redundant: plan {other.name!r} already covers it with"
+                    f" {other_text} at {other_where} (both {state})",
+                )
+            )
+        if len(redundant) > MAX_REDUNDANT_LISTED:
+            where, path, _ = self.describe(redundant[MAX_REDUNDANT_LISTED][0])
+            more = len(redundant) - MAX_REDUNDANT_LISTED
+            self.warnings.append(
+                PolicyWarning(where, path, f"{more} more redundant prefixes from here on")
+            )
+
+    def duplicate(self, gidx: int, first: int) -> NoReturn:
+        where, path, text = self.describe(gidx)
+        other_where, _, _ = self.describe(first)
+        other, _ = self.plan_and_index(first)
+        mine, _ = self.plan_and_index(gidx)
+        if other is mine:
+            raise PolicyError(where, path, f"duplicate prefix {text} (first at {other_where})")
+        raise PolicyError(where, path, f"{text} is already in plan {other.name!r} at {other_where}")
+
+    def check_exemption_effect(self, exemptions: tuple[Exemption, ...], node: Node) -> None:
+        """Warn about active exemptions no subscriber source can ever reach."""
+        items = self.sequence(node, "exemptions", allow_null=True)
+        flags = self.exempt_flags
+        for i, (exemption, item) in enumerate(zip(exemptions, items, strict=True)):
+            if not exemption.active(self.now):
+                continue  # already warned as expired
+            p = exemption.prefix
+            table = self.sorted[p.version]
+            keys, width = table.keys, table.width
+            # (a) the plan prefix an address of the exemption falls into, by LPM
+            cover: int | None = None
+            for length in range(p.length, -1, -1):
+                net = p.network & ~((1 << (width - length)) - 1)
+                want = (net << 8) | length
+                j = bisect_left(keys, want << 32)
+                if j < len(keys) and keys[j] >> 32 == want:
+                    cover = keys[j] & _LOW32
+                    break
+            if cover is not None and not flags[cover]:
+                continue
+            # (b) a more specific non-exempt plan prefix inside the exemption
+            lo = bisect_left(keys, ((p.network << 8) | (p.length + 1)) << 32)
+            hi = bisect_left(keys, ((p.network + (1 << (width - p.length))) << 8) << 32)
+            if any(not flags[k & _LOW32] for k in keys[lo:hi]):
+                continue
+            text = addr.prefix_text(p)
+            if cover is None:
+                why = "no plan covers it, so its sources are not subscribers"
+            else:
+                plan, _ = self.plan_and_index(cover)
+                why = f"its sources are in exempt plan {plan.name!r} already"
+            self.warn(item, f"exemptions[{i}]", f"exemption for {text} has no effect: {why}")
+
+
+def _first_nested(keys: list[int], width: int) -> int | None:
+    """Index of the first sorted key whose prefix lies inside an earlier one, or None.
+
+    Sorted by (network, length), prefix i is nested in some earlier prefix exactly when
+    its network is below the furthest range end seen so far; a running max in C makes
+    the common all-disjoint pool file cost one pass instead of a Python-level sweep.
+    """
+    ends = [(k >> 40) + (1 << (width - ((k >> 32) & 0xFF))) for k in keys]
+    reach = accumulate(ends, max)
+    # reach is one longer than keys[1:]; its last element is never needed
+    for i, (key, furthest) in enumerate(zip(keys[1:], reach, strict=False), 1):
+        if key >> 40 < furthest:
+            return i
+    return None
+
+
+def _end_of_day(day: date) -> datetime:
+    """A date means 'active through that UTC day': it expires at the next midnight."""
+    try:
+        return datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
+    except OverflowError:  # 9999-12-31: never expires in practice
+        return datetime.max.replace(tzinfo=UTC)
+
+
+def _instant(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
