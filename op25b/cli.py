@@ -8,7 +8,9 @@ traceback means a bug in op25b.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -184,8 +186,8 @@ def _cmd_replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         f"{res.parse_errors} unparsable",
         file=out,
     )
-    print("by verdict: " + ", ".join(f"{k} {v}" for k, v in sorted(res.by_verdict.items())), file=out)
-    print("by reason:  " + ", ".join(f"{k} {v}" for k, v in sorted(res.by_reason.items())), file=out)
+    for title, counts in (("by verdict:", res.by_verdict), ("by reason: ", res.by_reason)):
+        print(title, ", ".join(f"{k} {v}" for k, v in sorted(counts.items())), file=out)
     if blocked:
         print(f"\nblocked sources ({len(blocked)}):", file=out)
         print(f"  {'source':<40} {'plan':<16} {'attempts':>8} {'distinct dst':>12}", file=out)
@@ -282,6 +284,11 @@ def main(
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `op25b report ... | head`: the reader left; not an error worth a traceback.
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps interpreter exit quiet
+        return EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -35,14 +35,14 @@ from types import FrameType
 from typing import TextIO
 
 from op25b import rules
-from op25b.abuselog import AbuseAggregator, AbuseLogWriter
+from op25b.abuselog import AbuseAggregator, AbuseLogWriter, AbuseRecord
 from op25b.addr import format_address
 from op25b.counters import CounterReporter, Counters, kernel_queue_stats
 from op25b.engine import Enforcer
 from op25b.ipsets import RulesError, compute_sets, next_change
 from op25b.loader import PolicyError, load_policy
 from op25b.matcher import CompiledPolicy, compile_policy
-from op25b.model import DaemonConfig, Policy
+from op25b.model import DaemonConfig, Policy, SyslogConfig, SyslogTransport
 from op25b.nfq import VERDICT_ACCEPT, VERDICT_DROP, QueueBinding
 from op25b.sdnotify import Notifier
 from op25b.syslog import Severity, SyslogSender
@@ -60,17 +60,30 @@ class Overrides:
 
 def apply_overrides(cfg: DaemonConfig, ov: Overrides) -> DaemonConfig:
     """The daemon section with command-line overrides applied."""
-    from op25b.loader import parse_syslog_address  # the loader owns the address syntax
-
     if ov.abuse_log is not None:
         cfg = replace(cfg, abuse_log=ov.abuse_log)
     if ov.syslog is not None:
-        cfg = replace(cfg, syslog=parse_syslog_address(ov.syslog, cfg.syslog.facility))
+        cfg = replace(cfg, syslog=syslog_address(ov.syslog, cfg.syslog.facility))
     if ov.counters_interval is not None:
         cfg = replace(cfg, counters_interval=ov.counters_interval)
     if ov.abuse_window is not None:
         cfg = replace(cfg, abuse_window=ov.abuse_window)
     return cfg
+
+
+def syslog_address(text: str, facility: str) -> SyslogConfig:
+    """``/path``, ``udp://host:port`` or ``tcp://host:port`` (IPv6 host in brackets)."""
+    if text.startswith("/"):
+        return SyslogConfig(SyslogTransport.UNIX, text, 0, facility)
+    scheme, sep, rest = text.partition("://")
+    transports = {"udp": SyslogTransport.UDP, "tcp": SyslogTransport.TCP}
+    host, colon, port = rest.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or scheme not in transports or not colon or not host or not port.isdigit():
+        raise ValueError(f"--syslog: expected /path, udp://host:port or tcp://host:port: {text!r}")
+    if not 0 < int(port) < 65536:
+        raise ValueError(f"--syslog: port out of range: {text!r}")
+    return SyslogConfig(transports[scheme], host, int(port), facility)
 
 
 @dataclass(frozen=True)
@@ -109,7 +122,12 @@ class Worker:
         self.followers: list[int] = []
         self.counters = Counters()
         self.reporter = CounterReporter()
-        self.syslog = SyslogSender(self.cfg.syslog, procid=f"{os.getpid()}")
+        # A local unix socket (/dev/log) belongs to rsyslog/journald, whose stock socket
+        # input parses the classic BSD header, not RFC 5424; network collectors get 5424.
+        unix_format = "local" if self.cfg.syslog.transport is SyslogTransport.UNIX else "rfc5424"
+        self.syslog = SyslogSender(
+            self.cfg.syslog, procid=f"{os.getpid()}", unix_format=unix_format
+        )
         self.aggregator = AbuseAggregator(
             window=self.cfg.abuse_window,
             v6_aggregate=self.cfg.v6_aggregate,
@@ -169,7 +187,8 @@ class Worker:
             self.syslog.send(
                 Severity.NOTICE,
                 f"blocked source {src} plan={d.plan} action={d.verdict.value} "
-                f"first_destination={dst}:{pkt.dport} rule={d.rule}",
+                f"first_destination={dst if pkt.version == 4 else f'[{dst}]'}:{pkt.dport} "
+                f"rule={d.rule}",
                 msgid="blocked",
                 params=(
                     ("src", src),
@@ -181,12 +200,14 @@ class Worker:
             )
         self.enforcer.new_sources.clear()
 
-    def _write_abuse(self, records: list[object]) -> None:
-        if records:
-            try:
-                self.writer.write(records)  # type: ignore[arg-type]
-            except OSError as e:
-                self.log(Severity.ERR, f"abuse log write failed: {e}", "abuse_log")
+    def _write_abuse(self, records: list[AbuseRecord]) -> None:
+        if not records:
+            return
+        errors = self.writer.errors
+        self.writer.write(records)
+        # The writer never raises (a full disk must not stop enforcement); say so in syslog.
+        if self.writer.errors != errors:
+            self.log(Severity.ERR, f"abuse log write failed: {self.writer.last_error}", "abuse_log")
 
     # -- reload --------------------------------------------------------------------
 
@@ -257,7 +278,8 @@ class Worker:
     def _schedule_set_refresh(self) -> None:
         # The kernel allow-sets hold the exemptions active at load time; refresh them
         # when one expires so the fallback never honours an expired exemption.
-        self._next_set_refresh = next_change(self.policy, datetime.now(UTC)) if self.leader else None
+        now = datetime.now(UTC)
+        self._next_set_refresh = next_change(self.policy, now) if self.leader else None
 
     def _status(self) -> str:
         return f"enforcing {self.policy_path} on queue {self.queue_num}"
@@ -289,11 +311,12 @@ class Worker:
             if self.notifier.watchdog_interval and self.leader:
                 deadline = min(deadline, next_watchdog)
             timeout = max(0.0, deadline - now_m)
-            ready, _, _ = select.select([binding, self._wake_r], [], [], timeout)
+            qfd, wfd = binding.fileno(), self._wake_r.fileno()
+            ready, _, _ = select.select([qfd, wfd], [], [], timeout)
             self.enforcer.set_clock(datetime.now(UTC))
-            if binding in ready:
+            if qfd in ready:
                 binding.process()
-            if self._wake_r in ready:
+            if wfd in ready:
                 with contextlib.suppress(BlockingIOError):
                     while self._wake_r.recv(4096):
                         pass
@@ -310,8 +333,7 @@ class Worker:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGUSR1)
             if "reload" in flags:
-                if self.leader or not self.followers:
-                    self._start_reload()
+                self._start_reload()
             refresh = self._next_set_refresh
             if refresh is not None and datetime.now(UTC) >= refresh and not self._reloading:
                 self._next_set_refresh = None
@@ -357,9 +379,7 @@ class Worker:
         return code
 
 
-def run(
-    policy_path: str, overrides: Overrides, err: TextIO = sys.stderr
-) -> int:
+def run(policy_path: str, overrides: Overrides, err: TextIO = sys.stderr) -> int:
     """Load, install, serve, clean up. Exit codes: 0 clean stop, 1 could not start."""
     try:
         policy = load_policy(policy_path).policy
@@ -368,7 +388,7 @@ def run(
         return 1
     try:
         cfg = apply_overrides(policy.daemon, overrides)
-    except PolicyError as e:
+    except ValueError as e:
         print(f"op25b run: {e}", file=err)
         return 1
     notifier = Notifier()

@@ -17,8 +17,10 @@ import math
 import os
 import re
 import socket
+import stat
 from array import array
 from bisect import bisect_left
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from itertools import accumulate
@@ -131,12 +133,11 @@ def load_policy(path: str | os.PathLike[str], now: datetime | None = None) -> Lo
     which exemptions get an "expired" warning; it defaults to the current time.
     """
     source = os.fspath(path)
-    try:
-        data = Path(source).read_bytes()
-    except OSError as exc:
-        raise PolicyError(
-            None, "", f"{source}: cannot read policy: {exc.strerror or exc}"
-        ) from None
+
+    def fail(why: str) -> NoReturn:
+        raise PolicyError(None, "", f"{source}: cannot read policy: {why}")
+
+    data = _read_file(Path(source), fail)
     text = _decode(data, source, "")
     return load_policy_text(text, source=source, now=now, base_dir=Path(source).parent)
 
@@ -170,6 +171,19 @@ def load_policy_text(
 
 
 # ------------------------------------------------------------------- YAML plumbing
+
+
+def _read_file(path: Path, fail: Callable[[str], NoReturn]) -> bytes:
+    """Read a regular file; a FIFO or device would hang `op25b check` or never end."""
+    try:
+        with path.open("rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                fail("not a regular file")
+            return f.read()
+    except OSError as exc:
+        fail(exc.strerror or str(exc))
+    except ValueError as exc:  # e.g. a NUL byte in the path
+        fail(str(exc))
 
 
 def _decode(data: bytes, shown: str, path: str) -> str:
@@ -301,7 +315,7 @@ def _parse_pool_fast(text: str) -> _Pool | None:
             table[n] if slash else (128 if v == 6 else 32)
             for (_, slash, n), v in zip(parts, versions, strict=True)
         ]
-    except (OSError, KeyError):
+    except (OSError, KeyError, ValueError):  # ValueError: NUL or surrogate characters
         return None
     for v, value, length in zip(versions, values, lengths, strict=True):
         width = 128 if v == 6 else 32
@@ -327,7 +341,7 @@ def _parse_pool_careful(text: str, shown: str, path: str) -> _Pool:
         try:
             if any(c.isspace() for c in t):
                 raise ValueError(f"one prefix per line, got {t!r}")
-            prefix = addr.parse_prefix(t, strict=True)
+            prefix = _parse_prefix(t)
         except ValueError as exc:
             raise PolicyError(Location(shown, lineno, col), path, str(exc)) from None
         pool.lines.append(lineno)
@@ -450,6 +464,8 @@ class _Walker:
             self.fail(node, path, f"expected an integer, got {_kind(n)}")
         if not _DECIMAL.fullmatch(n.value):
             self.fail(node, path, f"write integers in plain decimal, got {n.value!r}")
+        if len(n.value) > 20:  # int() refuses 4300+ digits; nothing here needs 20
+            self.fail(node, path, f"{n.value[:20]}... is out of range")
         value = int(n.value)
         if value < lo or (hi is not None and value > hi):
             bound = f"{lo}..{hi}" if hi is not None else f">= {lo}"
@@ -667,7 +683,7 @@ class _Walker:
     def prefix(self, node: Node, path: str) -> Prefix:
         text = self.text(node, path, "a prefix")
         try:
-            return addr.parse_prefix(text, strict=True)
+            return _parse_prefix(text)
         except ValueError as exc:
             self.fail(node, path, str(exc))
 
@@ -675,10 +691,11 @@ class _Walker:
         """Read a pool file: one prefix per line, '#' comments, blank lines ignored."""
         rel = self.text(node, path, "a file path")
         shown = str(self.base_dir / rel)
-        try:
-            data = (self.base_dir / rel).read_bytes()
-        except OSError as exc:
-            self.fail(node, path, f"cannot read {shown}: {exc.strerror or exc}")
+
+        def unreadable(why: str) -> NoReturn:
+            self.fail(node, path, f"cannot read {shown}: {why}")
+
+        data = _read_file(self.base_dir / rel, unreadable)
         text = _decode(data, shown, path)
         if len(build.files) >= 255:  # file_index is one byte per prefix
             self.fail(node, path, "too many prefix files")
@@ -716,7 +733,7 @@ class _Walker:
                         f"provider MTA addresses are single IP addresses, not prefixes: {text!r}",
                     )
                 try:
-                    address = addr.parse_address(text)
+                    address = _parse_address(text)
                 except ValueError as exc:
                     self.fail(item, item_path, str(exc))
                 if address in seen:
@@ -845,7 +862,8 @@ class _Walker:
                     addr.parse_address(host)
                 except ValueError as exc:
                     self.fail(node, path, str(exc))
-        if not (port_text.isascii() and port_text.isdigit() and 1 <= int(port_text) <= 65535):
+        digits = port_text.isascii() and port_text.isdigit() and len(port_text) <= 5
+        if not (digits and 1 <= int(port_text) <= 65535):
             self.fail(node, path, f"expected a port 1..65535 after the host, got {text!r}")
         return transports[scheme], host, int(port_text)
 
@@ -963,6 +981,20 @@ class _Walker:
                 plan, _ = self.plan_and_index(cover)
                 why = f"its sources are in exempt plan {plan.name!r} already"
             self.warn(item, f"exemptions[{i}]", f"exemption for {text} has no effect: {why}")
+
+
+def _parse_address(text: str) -> tuple[int, int]:
+    # inet_pton raises a bare ValueError/UnicodeError for NUL or surrogates; keep the
+    # message about the value, not about the codec.
+    if not text.isascii() or "\0" in text:
+        raise ValueError(f"not an IP address: {text!r}")
+    return addr.parse_address(text)
+
+
+def _parse_prefix(text: str) -> Prefix:
+    if not text.isascii() or "\0" in text:
+        raise ValueError(f"not an IP prefix: {text!r}")
+    return addr.parse_prefix(text, strict=True)
 
 
 def _first_nested(keys: list[int], width: int) -> int | None:

@@ -59,6 +59,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from typing import cast
 
 __all__ = ["MAX_EXTENSION_HEADERS", "TCP_BYTES_NEEDED", "Packet", "PacketError", "parse"]
 
@@ -78,9 +79,10 @@ _PROTO_TCP = 6
 # IPv4: ver/ihl, [tos], total length, [id], flags/fragment offset, [ttl], protocol,
 # [checksum], src, dst.
 _IPV4 = struct.Struct("!BxH2xHxB2xII")
-# IPv6: ver/tc, [tc/flow label], payload length, next header, [hop limit], src, dst
-# as 64-bit halves (two Q reads beat int.from_bytes on a slice).
-_IPV6 = struct.Struct("!B3xHBxQQQQ")
+# IPv6: ver/tc, [tc/flow label], payload length, next header, [hop limit], src, dst.
+# The addresses come out as 16-byte strings for int.from_bytes: measured faster than
+# two 64-bit halves joined by shift-or, and than slicing the input.
+_IPV6 = struct.Struct("!B3xHBx16s16s")
 # TCP: sport, dport, [seq, ack], data offset/reserved/NS, flags.
 _TCP = struct.Struct("!HH8xBB")
 # IPv6 extension header prefix shared by 0/43/60/51: next header, length field.
@@ -94,6 +96,7 @@ _EXT_FRAGMENT = 44
 _EXT_AH = 51
 _EXT_ESP = 50
 _EXT_NONE = 59
+_from_bytes = int.from_bytes
 
 
 class PacketError(ValueError):
@@ -112,37 +115,51 @@ class Packet:
     flags: int  # TCP flags byte (FIN=0x01 SYN=0x02 RST=0x04 PSH=0x08 ACK=0x10 ...)
 
 
-def _packet_factory() -> Callable[[int, int, int, int, int, int], Packet]:
-    """A constructor for Packet that skips the frozen dataclass ``__init__``.
+class _PacketBuilder:
+    """Packet's slot layout without the frozen ``__setattr__``; becomes a Packet.
 
-    A frozen dataclass assigns each field through ``object.__setattr__``; with six
-    fields that is over half the cost of a whole parse. Writing the slots through
-    their member descriptors gives the very same (frozen, comparable, hashable)
-    object at about half the price. Should Packet's fields ever change, this falls
-    back to the plain constructor rather than build half-initialised objects.
+    A frozen dataclass ``__init__`` assigns each field through ``object.__setattr__``:
+    with six fields that was over half the cost of a whole parse (1.2 us of ~2 us
+    here). Plain slot stores followed by re-labelling the object as a Packet (allowed
+    because the two slot layouts are identical) build the very same frozen, equal,
+    hashable Packet in about a quarter of the time. ``_fast_packet_ok`` checks that
+    at import and falls back to the real constructor if Packet ever changes.
     """
-    names = tuple(f.name for f in fields(Packet))
-    if names != ("version", "src", "dst", "sport", "dport", "flags"):
-        return Packet
-    new = object.__new__
-    set_version, set_src, set_dst, set_sport, set_dport, set_flags = (
-        Packet.__dict__[name].__set__ for name in names
+
+    __slots__ = ("version", "src", "dst", "sport", "dport", "flags")
+
+    def __init__(self, version: int, src: int, dst: int, sport: int, dport: int, flags: int):
+        self.version = version
+        self.src = src
+        self.dst = dst
+        self.sport = sport
+        self.dport = dport
+        self.flags = flags
+        self.__class__ = Packet  # type: ignore[assignment]
+
+
+def _fast_packet_ok() -> bool:
+    """True when _PacketBuilder makes objects indistinguishable from Packet(...)."""
+    args = (6, 1 << 127, 2, 3, 25, 0x12)
+    try:
+        fast: object = _PacketBuilder(*args)
+    except TypeError:  # slot layouts differ: Packet was changed
+        return False
+    real = Packet(*args)
+    return (
+        type(fast) is Packet
+        and tuple(f.name for f in fields(Packet)) == _PacketBuilder.__slots__
+        and fast == real
+        and hash(fast) == hash(real)
+        and repr(fast) == repr(real)
     )
 
-    def make(version: int, src: int, dst: int, sport: int, dport: int, flags: int) -> Packet:
-        p: Packet = new(Packet)
-        set_version(p, version)
-        set_src(p, src)
-        set_dst(p, dst)
-        set_sport(p, sport)
-        set_dport(p, dport)
-        set_flags(p, flags)
-        return p
 
-    return make
-
-
-_new_packet = _packet_factory()
+_new_packet: Callable[[int, int, int, int, int, int], Packet] = (
+    cast("Callable[[int, int, int, int, int, int], Packet]", _PacketBuilder)
+    if _fast_packet_ok()
+    else Packet
+)
 
 
 def parse(data: bytes | bytearray | memoryview) -> Packet:
@@ -197,7 +214,7 @@ def _parse_v4(data: bytes | bytearray | memoryview, n: int) -> Packet:
 def _parse_v6(data: bytes | bytearray | memoryview, n: int) -> Packet:
     if n < 40:
         raise PacketError(f"truncated IPv6 header: {n} bytes")
-    _, plen, nh, s_hi, s_lo, d_hi, d_lo = _IPV6.unpack_from(data)
+    _, plen, nh, src, dst = _IPV6.unpack_from(data)
     # Declared end of the packet; a jumbogram (plen 0) declares nothing we read.
     end = 40 + plen if plen else 0x7FFFFFFF
     off = 40
@@ -246,4 +263,4 @@ def _parse_v6(data: bytes | bytearray | memoryview, n: int) -> Packet:
         raise PacketError(f"TCP data offset {doff} < 5")
     if doff * 4 > end - off:
         raise PacketError(f"TCP header length {doff * 4} exceeds IPv6 payload {end - off}")
-    return _new_packet(6, (s_hi << 64) | s_lo, (d_hi << 64) | d_lo, sport, dport, flags)
+    return _new_packet(6, _from_bytes(src, "big"), _from_bytes(dst, "big"), sport, dport, flags)

@@ -1,6 +1,6 @@
 """``op25b report``: abuse logs in, what an abuse desk acts on out.
 
-This module owns reading the abuse log (docs/abuse-log-format.md: plain, rotated and
+This module owns reading the abuse log (docs/abuse-log-format.md: plain, rotated, and
 compressed files, several routers merged), turning its per-window records into one
 summary per source, the bot score, and the table / JSON / CSV outputs. Drawing the
 chart lives in ``op25b.chart`` (the only matplotlib user), imported only for --chart.
@@ -111,8 +111,9 @@ def parse_timestamp(text: str) -> int:
 
 
 def _to_ms(dt: datetime) -> int:
-    delta = dt - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+    # timestamp() is C and a float holds epoch ms exactly for millennia; round() undoes
+    # the binary fraction (x.412 s * 1000 may come out as 411.99999).
+    return round(dt.timestamp() * 1000)
 
 
 def format_timestamp(ms: int) -> str:
@@ -745,6 +746,10 @@ def build_report(
         problems += 1
         on_problem(p)
 
+    # Open every file once first: a typo in the last of ten names should fail in a
+    # second, not after reading nine files.
+    for path in paths:
+        open_log(path).close()
     for path in paths:
         read_log(path, agg.add, count_problem)
     return Report(

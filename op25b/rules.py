@@ -159,7 +159,8 @@ def _queue_target(cfg: RuleConfig) -> str:
 
 
 def _reject() -> str:
-    return "-j REJECT --reject-with tcp-reset"
+    # The kernel refuses tcp-reset on a rule not restricted to TCP, whatever jumped here.
+    return "-p tcp -j REJECT --reject-with tcp-reset"
 
 
 def _mangle_body(cfg: RuleConfig, v: int) -> list[str]:

@@ -168,6 +168,41 @@ def format_rfc5424(
     return out
 
 
+def format_local(
+    *,
+    facility: int,
+    severity: Severity,
+    timestamp: float,
+    app_name: str,
+    procid: str | None,
+    msgid: str | None,
+    structured_data: Sequence[tuple[str, Sequence[tuple[str, str]]]] = (),
+    msg: str = "",
+) -> bytes:
+    """The traditional local format syslog(3) writes: ``<PRI>Mmm dd hh:mm:ss APP[PID]: ...``.
+
+    For a ``/dev/log`` owned by systemd-journald or by rsyslog's imuxsock with its
+    default special parser: both read only this shape and would file an RFC 5424 line
+    under app name ``1``. MSGID and structured data lead the message text so nothing
+    is lost. Local time, like syslog(3); those receivers stamp their own time anyway.
+    """
+    if not 0 <= facility <= 23:
+        raise ValueError(f"syslog facility out of range: {facility}")
+    pri = facility * 8 + int(severity)
+    stamp = time.strftime("%b %e %H:%M:%S", time.localtime(timestamp))
+    tag = _header_field(app_name, 32)
+    if procid:
+        tag += f"[{_header_field(procid, 16)}]"
+    parts = []
+    if msgid:
+        parts.append(_header_field(msgid, 32))
+    if structured_data:
+        parts.append(format_structured_data(structured_data))
+    if msg:
+        parts.append(msg)
+    return f"<{pri}>{stamp} {tag}: {' '.join(parts)}".encode()
+
+
 def frame_octet_counting(message: bytes) -> bytes:
     """RFC 6587 3.4.1 octet-counting frame: ``MSG-LEN SP SYSLOG-MSG``."""
     return b"%d %s" % (len(message), message)
@@ -223,6 +258,7 @@ class SyslogSender:
         backoff_max: float = 60.0,
         max_message: int | None = None,
         max_pending: int = 256 * 1024,
+        unix_format: str = "rfc5424",
     ) -> None:
         self.config = config
         self.facility = facility_code(config.facility)
@@ -241,6 +277,11 @@ class SyslogSender:
             max_message = 2048 if config.transport is SyslogTransport.UDP else 8192
         self.max_message = max_message
         self.max_pending = max_pending
+        # "rfc5424", or "local" (syslog(3)'s format) for a /dev/log that only parses
+        # that (journald; rsyslog imuxsock with its default special parser).
+        if unix_format not in ("rfc5424", "local"):
+            raise ValueError(f"unix_format must be 'rfc5424' or 'local': {unix_format!r}")
+        self.local_format = unix_format == "local" and config.transport is SyslogTransport.UNIX
 
         self._sock: socket.socket | None = None
         self._state = _State.CLOSED
@@ -289,10 +330,22 @@ class SyslogSender:
         sd = ((self.sd_id, params),) if params else ()
         hostname = self.hostname if self.hostname is not None else socket.gethostname()
         procid = self.procid if self.procid is not None else str(os.getpid())
+        stamp = self._wall() if timestamp is None else timestamp
+        if self.local_format:
+            return format_local(
+                facility=self.facility,
+                severity=severity,
+                timestamp=stamp,
+                app_name=self.app_name,
+                procid=procid,
+                msgid=msgid,
+                structured_data=sd,
+                msg=msg,
+            )[: self.max_message]
         data = format_rfc5424(
             facility=self.facility,
             severity=severity,
-            timestamp=self._wall() if timestamp is None else timestamp,
+            timestamp=stamp,
             hostname=hostname,
             app_name=self.app_name,
             procid=procid,

@@ -48,6 +48,7 @@ def free_port(kind: socket.SocketKind) -> int:
 @dataclass
 class Rsyslog:
     sock: str
+    stock_sock: str  # imuxsock as stock /dev/log: the special (legacy-only) parser
     udp: int
     tcp: int
     out: Path
@@ -68,6 +69,7 @@ def rsyslog(tmp_path: Path) -> Iterator[Rsyslog]:
     assert RSYSLOGD is not None
     r = Rsyslog(
         sock=str(tmp_path / "log.sock"),
+        stock_sock=str(tmp_path / "stock.sock"),
         udp=free_port(socket.SOCK_DGRAM),
         tcp=free_port(socket.SOCK_STREAM),
         out=tmp_path / "out.log",
@@ -79,6 +81,7 @@ global(workDirectory="{tmp_path}")
 module(load="imuxsock" SysSock.Use="off")
 # The special parser would ignore our header; the regular chain parses RFC 5424.
 input(type="imuxsock" Socket="{r.sock}" UseSpecialParser="off" ParseHostname="on")
+input(type="imuxsock" Socket="{r.stock_sock}")
 module(load="imudp")
 input(type="imudp" address="127.0.0.1" port="{r.udp}")
 module(load="imtcp")
@@ -101,7 +104,7 @@ template(name="fields" type="string" string="{TEMPLATE}")
             try:
                 with socket.create_connection(("127.0.0.1", r.tcp), timeout=0.2):
                     pass
-                if Path(r.sock).exists():
+                if Path(r.sock).exists() and Path(r.stock_sock).exists():
                     break
             except OSError:
                 pass
@@ -167,7 +170,28 @@ def test_rsyslog_parses_our_messages(rsyslog: Rsyslog, transport: str) -> None:
     assert fields[2][6:] == ["reload", "-", "reload failed: p.yaml:3:5: bad prefix"]
 
 
-def test_rsyslog_restart_unix(rsyslog: Rsyslog, tmp_path: Path) -> None:
+def test_stock_dev_log_needs_local_format(rsyslog: Rsyslog) -> None:
+    """A stock imuxsock (like journald) reads only syslog(3)'s format: unix_format=local."""
+    s = SyslogSender(
+        SyslogConfig(SyslogTransport.UNIX, rsyslog.stock_sock),
+        procid="4242",
+        wall=lambda: T,
+        unix_format="local",
+    )
+    msg, params = counters_line()
+    try:
+        assert s.send(Severity.INFO, msg, msgid="counters", params=params)
+        lines = rsyslog.lines(1)
+    finally:
+        s.close()
+    [f] = [line.split("|", 8) for line in lines]
+    sd = " ".join(f'{k}="{v}"' for k, v in params)
+    assert f[0:2] == ["local5", "info"]
+    assert f[4:6] == ["op25b", "4242"]
+    assert f[8].strip() == f"counters [op25b@32473 {sd}] {msg}"
+
+
+def test_sender_with_syslog_away(tmp_path: Path) -> None:
     """Sending while rsyslog is away neither raises nor blocks."""
     s = SyslogSender(
         SyslogConfig(SyslogTransport.UNIX, str(tmp_path / "gone.sock")), hostname="edge1"

@@ -527,3 +527,8 @@ def test_chart_unwritable_path_is_a_clear_error(tmp_path: Path) -> None:
 def test_report_does_not_import_matplotlib() -> None:
     code = "import sys, op25b.report, op25b.chart; sys.exit('matplotlib' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+@given(st.integers(0, 253_402_300_799_999))  # up to 9999-12-31T23:59:59.999Z
+def test_timestamps_round_trip_to_the_millisecond(ms: int) -> None:
+    assert report.parse_timestamp(report.format_timestamp(ms)) == ms

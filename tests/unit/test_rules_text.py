@@ -128,8 +128,7 @@ def nested_policies(draw: st.DrawFn, version: int) -> tuple[object, list[str]]:
         for i in range(draw(st.integers(1, 4)))
     }
     exemptions = [
-        (p, draw(st.sampled_from([PAST, FUTURE])))
-        for p in draw(st.lists(prefixes, max_size=3))
+        (p, draw(st.sampled_from([PAST, FUTURE]))) for p in draw(st.lists(prefixes, max_size=3))
     ]
     probes = _probe_addresses(version)
     mtas = draw(st.lists(st.sampled_from(probes), max_size=2, unique=True))
@@ -243,7 +242,10 @@ def test_render_swap_creates_missing_and_flushes_block() -> None:
     fresh = render_swap(sets, existing=[])
     assert "create op25b-mta4 hash:ip family inet " in fresh
     assert "swap op25b-allow6-tmp op25b-allow6\ndestroy op25b-allow6-tmp\n" in fresh
-    assert "create op25b-block4 hash:ip family inet hashsize 1024 maxelem 1048576 timeout 300 counters\n" in fresh  # noqa: E501
+    assert (
+        "create op25b-block4 hash:ip family inet hashsize 1024 maxelem 1048576 timeout 300 counters\n"
+        in fresh
+    )  # noqa: E501
     again = render_swap(sets, existing=["op25b-mta4", "op25b-block4", "op25b-block6"])
     assert "create op25b-mta4 " not in again
     assert "flush op25b-block4\n" in again and "create op25b-block" not in again
@@ -283,7 +285,7 @@ def test_default_rules_v4() -> None:
     ]
     assert _chain(text, "filter") == [
         "-m mark --mark 0xa00000/0xf00000 -j RETURN",
-        "-m mark --mark 0xb00000/0xf00000 -j REJECT --reject-with tcp-reset",
+        "-m mark --mark 0xb00000/0xf00000 -p tcp -j REJECT --reject-with tcp-reset",
         "-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN",
         "-m set --match-set op25b-mta4 dst -j RETURN",
         "-m set --match-set op25b-allow4 src -j RETURN",
@@ -303,9 +305,13 @@ def test_default_rules_v4() -> None:
         (
             DownMode.STATIC,
             Action.REJECT,
-            ["-m set --match-set op25b-subs6 src -j REJECT --reject-with tcp-reset", "-j RETURN"],
+            ["-m set --match-set op25b-subs6 src -p tcp -j REJECT --reject-with tcp-reset", "-j RETURN"],
         ),
-        (DownMode.STATIC, Action.MONITOR, ["-m set --match-set op25b-subs6 src -j RETURN", "-j RETURN"]),  # noqa: E501
+        (
+            DownMode.STATIC,
+            Action.MONITOR,
+            ["-m set --match-set op25b-subs6 src -j RETURN", "-j RETURN"],
+        ),  # noqa: E501
     ],
 )
 def test_down_modes_v6(down: DownMode, action: Action, tail: list[str]) -> None:
@@ -325,9 +331,8 @@ def test_many_ports_and_workers() -> None:
     # inserted at 1 in reverse, so the first port chunk ends up first
     assert "--dports 2015,2016,2017,2018,2019 " in jumps[0]
     assert "--dports " + ",".join(map(str, range(2000, 2015))) + " " in jumps[1]
-    assert (
-        "-j NFQUEUE --queue-balance 4:6 --queue-bypass --queue-cpu-fanout"
-        in _chain(text, "mangle")
+    assert "-j NFQUEUE --queue-balance 4:6 --queue-bypass --queue-cpu-fanout" in _chain(
+        text, "mangle"
     )
 
 
@@ -405,8 +410,13 @@ def test_rule_config_from_policy_and_validation() -> None:
     policy = make_policy(
         guarded_ports=(2525, 25),
         action=Action.REJECT,
-        daemon=DaemonConfig(queue=3, workers=2, on_daemon_down=DownMode.CLOSED,
-                            fast_path=True, block_cache_timeout=60),
+        daemon=DaemonConfig(
+            queue=3,
+            workers=2,
+            on_daemon_down=DownMode.CLOSED,
+            fast_path=True,
+            block_cache_timeout=60,
+        ),
     )
     cfg = RuleConfig.from_policy(policy)
     assert cfg == RuleConfig((25, 2525), 3, 2, DownMode.CLOSED, Action.REJECT, True, True)

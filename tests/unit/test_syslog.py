@@ -16,6 +16,7 @@ from op25b.syslog import (
     Severity,
     SyslogSender,
     facility_code,
+    format_local,
     format_rfc5424,
     format_structured_data,
     format_timestamp,
@@ -394,3 +395,44 @@ def test_bad_host_does_not_raise() -> None:
 def test_bad_facility_raises_at_construction() -> None:
     with pytest.raises(ValueError):
         SyslogSender(SyslogConfig(facility="local42"))
+
+
+def test_local_format_for_dev_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    try:
+        line = format_local(
+            facility=21,
+            severity=Severity.NOTICE,
+            timestamp=T,
+            app_name="op25b",
+            procid="4242",
+            msgid="blocked",
+            structured_data=(("op25b@32473", (("packets", "1"),)),),
+            msg="new blocked source 100.64.0.66",
+        )
+        assert line == (
+            b'<173>Nov 23 18:00:03 op25b[4242]: blocked [op25b@32473 packets="1"]'
+            b" new blocked source 100.64.0.66"
+        )
+        path = str(tmp_path / "log")
+        rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        rx.bind(path)
+        rx.settimeout(2)
+        s = SyslogSender(
+            SyslogConfig(SyslogTransport.UNIX, path),
+            procid="4242",
+            wall=lambda: T,
+            unix_format="local",
+        )
+        try:
+            assert s.send(Severity.INFO, "x", msgid="counters", params=PARAMS)
+            assert rx.recv(4096) == (
+                b'<174>Nov 23 18:00:03 op25b[4242]: counters [op25b@32473 accept="12" drop="3"] x'
+            )
+        finally:
+            s.close()
+            rx.close()
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
