@@ -5,9 +5,10 @@ prints compile time (CPU seconds), memory (tracemalloc retained + peak, and the 
 in a fresh subprocess so earlier runs cannot hide it) and lookups per CPU second for
 hits and for random addresses, for each structure side by side:
 
-- ``intervals``  op25b.matcher.PrefixTable (chosen): disjoint intervals + bisect
-- ``dicts``      per-prefix-length dicts {masked_int: index}, longest length first
-- ``buckets``    the same intervals plus a bucket index narrowing each bisect
+- ``buckets``  op25b.matcher.PrefixTable (chosen): disjoint intervals, bucket index,
+               then a bisect over the few intervals of one bucket
+- ``bisect``   the same intervals with one plain bisect over all of them
+- ``dicts``    per-prefix-length dicts {masked_int: index}, longest length first
 
 and then the whole ``compile_policy`` on a Policy of that size (Policy objects
 included), with ``plan_of`` / ``plan_index`` rates.
@@ -22,23 +23,24 @@ from __future__ import annotations
 
 import argparse
 import gc
-import itertools
 import json
 import os
+import pickle
 import random
 import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
 from array import array
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from op25b.matcher import NO_MATCH, PrefixTable, compile_policy
+from op25b.matcher import NO_MATCH, CompiledPolicy, PrefixTable, compile_policy
 from op25b.model import (
     Action,
     DaemonConfig,
@@ -127,61 +129,47 @@ class DictLpm:
         return NO_MATCH
 
 
-class BucketedLpm:
-    """Option (c): PrefixTable's arrays plus a bucket index so bisect scans ~2 entries.
+class BisectLpm:
+    """Option (b): the same disjoint intervals with a plain bisect over all of them.
 
-    Buckets split the span of the first level's start keys evenly (about one bucket
-    per two intervals); the second (v6 > /64) level keeps a plain bisect.
+    Built by PrefixTable (identical intervals), keeping only its interval arrays, so
+    the memory column shows what the bucket index adds on top.
     """
 
     def __init__(self, width: int, pairs: Pairs) -> None:
-        self.table = PrefixTable.build(width, pairs)
-        tb = self.table
-        starts = tb._starts
-        self.starts, self.labels = starts, tb._labels
-        self.shift_in = 0 if width == 32 else 64
-        self.base = starts[1] if len(starts) > 1 else 0
-        self.last = starts[-1]
-        span = max(self.last - self.base, 1)
-        target = max(len(starts) // 2, 1)
-        self.shift = max(0, span.bit_length() - target.bit_length())
-        nb = (span >> self.shift) + 1
-        counts = array("I", [0]) * (nb + 1)
-        base, shift = self.base, self.shift
-        for s in itertools.islice(starts, 1, None):
-            counts[((s - base) >> shift) + 1] += 1
-        # idx[b] = number of starts below base + (b << shift)
-        self.idx = array("I", itertools.accumulate(counts, initial=1))[1:]
+        t = PrefixTable.build(width, pairs)
+        self.shift_in = 64 if width == 128 else 0
+        self.starts, self.labels = t._starts, t._labels
+        self.sub_starts, self.sub_labels, self.sub_bounds = (
+            t._sub_starts,
+            t._sub_labels,
+            t._sub_bounds,
+        )
 
     def lookup(self, addr: int) -> int:
-        k = addr >> self.shift_in
-        if k < self.base:
-            j = 0
-        elif k >= self.last:
-            j = len(self.starts) - 1
-        else:
-            b = (k - self.base) >> self.shift
-            j = bisect_right(self.starts, k, self.idx[b], self.idx[b + 1]) - 1
-        label = self.labels[j]
+        label = self.labels[bisect_right(self.starts, addr >> self.shift_in) - 1]
         if label >= NO_MATCH:
             return label
-        return self.table.lookup(addr)  # rare second level: reuse the table's path
+        k, bounds = -2 - label, self.sub_bounds
+        j = bisect_right(self.sub_starts, addr & ((1 << 64) - 1), bounds[k], bounds[k + 1])
+        return self.sub_labels[j - 1]
 
 
 STRUCTURES: dict[str, Callable[[int, Pairs], Lpm]] = {
-    "intervals": PrefixTable.build,
+    "buckets": PrefixTable.build,  # chosen: op25b.matcher.PrefixTable
+    "bisect": BisectLpm,
     "dicts": DictLpm,
-    "buckets": BucketedLpm,
 }
 
 
 # --------------------------------------------------------------------------- policy
 
 
-def make_policy(v4: Pairs, v6: Pairs) -> Policy:
+def make_policy(v4: Iterable[tuple[int, int]], v6: Iterable[tuple[int, int]]) -> Policy:
     """A 3-plan Policy holding every prefix, built the compact way a loader would."""
     plans = []
-    all_prefixes = [Prefix(4, n, ln) for n, ln in v4] + [Prefix(6, n, ln) for n, ln in v6]
+    all_prefixes = [Prefix(4, n, ln) for n, ln in v4]
+    all_prefixes += [Prefix(6, n, ln) for n, ln in v6]
     random.Random(7).shuffle(all_prefixes)
     chunk = -(-len(all_prefixes) // 3)
     for k, name in enumerate(("residential", "mobile", "business-static")):
@@ -227,10 +215,28 @@ def traced(build: Callable[[], object]) -> tuple[object, float, float]:
     return obj, current / 1e6, peak / 1e6
 
 
-def child_rss(what: str, n: int, seed: int) -> float:
-    """RSS growth (MB) of building ``what`` in a fresh interpreter: nothing to reuse."""
+def save_data(v4: Pairs, v6: Pairs, path: str) -> None:
+    """Prefixes as compact arrays, for the RSS children to load without garbage."""
+    data = (
+        array("Q", (n for n, _ in v4)),
+        array("B", (ln for _, ln in v4)),
+        array("Q", (n >> 64 for n, _ in v6)),
+        array("Q", (n & ((1 << 64) - 1) for n, _ in v6)),
+        array("B", (ln for _, ln in v6)),
+    )
+    with open(path, "wb") as f:
+        pickle.dump(data, f)
+
+
+def child_rss(what: str, data_path: str) -> float:
+    """RSS growth (MB) of building ``what`` in a fresh interpreter.
+
+    A fresh process loading compact arrays has no freed heap to recycle, so the RSS
+    growth is what the structure really costs the daemon (tracemalloc misses
+    allocator overhead and fragmentation).
+    """
     out = subprocess.run(
-        [sys.executable, __file__, "--rss-child", what, str(n), str(seed)],
+        [sys.executable, __file__, "--rss-child", what, data_path],
         check=True,
         capture_output=True,
         text=True,
@@ -238,25 +244,26 @@ def child_rss(what: str, n: int, seed: int) -> float:
     return float(json.loads(out)["rss_mb"])
 
 
-def rss_child_main(what: str, n: int, seed: int) -> None:
-    v4, v6 = isp_prefixes(n, seed)
-    if what == "policy":
+def rss_child_main(what: str, data_path: str) -> None:
+    with open(data_path, "rb") as f:
+        n4, l4, h6, lo6, l6 = pickle.load(f)
+    v4 = zip(n4, l4, strict=True)
+    v6 = ((h << 64 | lo, ln) for h, lo, ln in zip(h6, lo6, l6, strict=True))
+    obj: object
+    if what == "policy":  # the Policy objects a loader would hand over
         gc.collect()
         before = rss_bytes()
+        obj = make_policy(v4, v6)
+    elif what == "compile":  # compile_policy on top of an existing Policy
         policy = make_policy(v4, v6)
-        del v4, v6
-    elif what == "compile":
-        policy = make_policy(v4, v6)
-        del v4, v6
         gc.collect()
         before = rss_bytes()
-    else:
+        obj = compile_policy(policy)
+    else:  # one LPM structure (its input pairs built first, as the policy holds them)
+        p4, p6 = list(v4), list(v6)
         gc.collect()
         before = rss_bytes()
-    if what in ("policy", "compile"):
-        obj: object = compile_policy(policy) if what == "compile" else policy
-    else:
-        obj = (STRUCTURES[what](32, v4), STRUCTURES[what](128, v6))
+        obj = (STRUCTURES[what](32, p4), STRUCTURES[what](128, p6))
     gc.collect()
     print(json.dumps({"rss_mb": (rss_bytes() - before) / 1e6}))
     del obj
@@ -264,6 +271,16 @@ def rss_child_main(what: str, n: int, seed: int) -> None:
 
 def bench_size(n: int, seed: int) -> None:
     v4, v6 = isp_prefixes(n, seed)
+    data_fd, data_path = tempfile.mkstemp(prefix="bench_matcher.", suffix=".pickle")
+    os.close(data_fd)
+    try:
+        save_data(v4, v6, data_path)
+        _bench_size(n, seed, v4, v6, data_path)
+    finally:
+        os.unlink(data_path)
+
+
+def _bench_size(n: int, seed: int, v4: Pairs, v6: Pairs, data_path: str) -> None:
     q4 = queries(v4, 32, seed + 1)
     q6 = queries(v6, 128, seed + 2)
     print(f"\n== {n:,} prefixes ({len(v4):,} v4 + {len(v6):,} v6), seed {seed}")
@@ -285,14 +302,14 @@ def bench_size(n: int, seed: int) -> None:
         if reference is None:
             reference = answers
         elif answers != reference:
-            raise SystemExit(f"{name} disagrees with intervals")
+            raise SystemExit(f"{name} disagrees with {next(iter(STRUCTURES))}")
         if isinstance(t4, PrefixTable) and isinstance(t6, PrefixTable):
             intervals = f"{t4.intervals + t6.intervals:,}"
         else:
             intervals = "-"
         del t4, t6
         _, kept, peak = traced(lambda b=build: (b(32, v4), b(128, v6)))  # type: ignore[misc]
-        rss = child_rss(name, n, seed)
+        rss = child_rss(name, data_path)
         print(
             f"{name:<12}{compile_s:>10.2f}{kept:>9.1f}{peak:>9.1f}{rss:>8.1f}"
             + "".join(f"{r:>11,.0f}" for r in rates)
@@ -312,14 +329,15 @@ def bench_size(n: int, seed: int) -> None:
     wall = time.perf_counter() - wall
     del compiled
     compiled_obj, kept, peak = traced(lambda: compile_policy(policy))
-    compiled = compile_policy(policy)
-    del compiled_obj
-    rss_policy = child_rss("policy", n, seed)
-    rss_compile = child_rss("compile", n, seed)
+    assert isinstance(compiled_obj, CompiledPolicy)
+    compiled = compiled_obj
+    rss_policy = child_rss("policy", data_path)
+    rss_compile = child_rss("compile", data_path)
     print(
         f"Policy objects: {policy_kept:.1f} MB traced, {rss_policy:.1f} MB RSS. "
         f"compile_policy: {compile_s:.2f} s CPU ({wall:.2f} s wall), {kept:.1f} MB kept, "
         f"{peak:.1f} MB peak, {rss_compile:.1f} MB RSS"
+        f" => Policy + compiled {rss_policy + rss_compile:.1f} MB RSS"
     )
     hits4, rand4 = q4
     hits6, _ = q6
@@ -336,11 +354,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--quick", action="store_true", help="10k and 100k only")
     ap.add_argument("--seed", type=int, default=25)
-    ap.add_argument("--rss-child", nargs=3, metavar=("WHAT", "N", "SEED"), help=argparse.SUPPRESS)
+    ap.add_argument("--rss-child", nargs=2, metavar=("WHAT", "DATA"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.rss_child:
-        what, n, seed = args.rss_child
-        rss_child_main(what, int(n), int(seed))
+        rss_child_main(*args.rss_child)
         return
     print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs; {QUERIES:,} queries per rate")
     sizes = (10_000, 100_000) if args.quick else (10_000, 100_000, 1_000_000)

@@ -329,6 +329,7 @@ class Worker:
                 return self._shutdown()
             if "reopen" in flags:
                 self.writer.reopen()
+                self.log(Severity.INFO, f"reopened abuse log {self.cfg.abuse_log}", "abuse_log")
                 for pid in self.followers:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGUSR1)

@@ -12,10 +12,10 @@ from datetime import UTC, datetime
 
 from op25b.abuselog import AbuseAggregator
 from op25b.counters import Counters
-from op25b.decide import Decision, Reason, Verdict, decide
+from op25b.decide import Decision, Reason, Verdict, decide, decide_addresses
 from op25b.matcher import CompiledPolicy
 from op25b.nfq import VERDICT_ACCEPT, VERDICT_DROP, VERDICT_REJECT
-from op25b.packet import Packet, PacketError, parse
+from op25b.packet import Packet, PacketError, parse, parse_addresses
 
 _VERDICT_INT = {
     Verdict.ACCEPT: VERDICT_ACCEPT,
@@ -58,7 +58,7 @@ class Enforcer:
             pkt = parse(payload)
         except PacketError:
             self.counters.record_parse_error()
-            return self.on_error
+            return self._decide_unparsable(payload)
         try:
             d = decide(self.compiled, pkt, self.now)
         except Exception:
@@ -70,4 +70,15 @@ class Enforcer:
             pkt.version, pkt.src, pkt.dst, pkt.dport, d.plan, d.verdict, d.rule, self.wall
         ):
             self.new_sources.append((pkt, d))
+        return _VERDICT_INT[d.verdict]
+
+    def _decide_unparsable(self, payload: bytes) -> int:
+        # The kernel only queues TCP to guarded ports, so a packet whose TCP header we
+        # cannot reach is still decidable on its addresses; on_error covers the rest.
+        try:
+            version, src, dst = parse_addresses(payload)
+            port = min(self.compiled.guarded)
+            d = decide_addresses(self.compiled, version, src, dst, port, self.now)
+        except Exception:
+            return self.on_error
         return _VERDICT_INT[d.verdict]

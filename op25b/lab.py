@@ -24,13 +24,14 @@ written from processes inside each namespace.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
 import secrets
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -380,40 +381,56 @@ def destroy_lab(lab: Lab) -> None:
     Order matters: processes first (they would keep a namespace alive after its mount
     is gone), then the veths (deleting the rtr end removes both ends synchronously,
     instead of waiting for the kernel's asynchronous namespace cleanup), then the mounts.
-    Every step runs even if an earlier one failed; the first error is re-raised.
+
+    Every step runs even if an earlier one failed *or was interrupted*: a Ctrl-C or a
+    SIGTERM turned KeyboardInterrupt that lands mid-teardown is held until the teardown
+    is finished and then re-raised, so an interrupt never leaves half a lab behind.
+    Otherwise the first error is raised as `LabError`.
     """
     errors: list[BaseException] = []
-    for ns in lab.namespaces:
+
+    def step(fn: Callable[[], object]) -> None:
         try:
-            terminate_netns_processes(ns)
-        except Exception as exc:  # keep going: the remaining steps still help
+            fn()
+        except BaseException as exc:  # see docstring: finish first, raise afterwards
             errors.append(exc)
-    if netns_exists(lab.rtr):
-        try:
-            with _ipr(lab.rtr) as rtr:
-                for ifname in RTR_IFNAMES.values():
-                    for idx in rtr.link_lookup(ifname=ifname):
-                        rtr.link("del", index=idx)
-        except Exception as exc:
-            errors.append(exc)
+
     for ns in lab.namespaces:
-        if netns_exists(ns):
-            try:
-                _pr_netns.remove(ns)
-            except Exception as exc:
-                errors.append(exc)
+        step(functools.partial(terminate_netns_processes, ns))
+    step(functools.partial(_delete_rtr_links, lab))
+    for ns in lab.namespaces:
+        step(functools.partial(_remove_netns, ns))
+    for exc in errors:
+        if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit
+            raise exc
     if errors:
         raise LabError(f"teardown of {lab.name} incomplete: {errors[0]}") from errors[0]
+
+
+def _delete_rtr_links(lab: Lab) -> None:
+    if not netns_exists(lab.rtr):
+        return
+    with _ipr(lab.rtr) as rtr:
+        for ifname in RTR_IFNAMES.values():
+            for idx in rtr.link_lookup(ifname=ifname):
+                rtr.link("del", index=idx)
+
+
+def _remove_netns(ns: str) -> None:
+    if netns_exists(ns):
+        _pr_netns.remove(ns)
 
 
 @contextlib.contextmanager
 def lab_session(prefix: str = DEFAULT_PREFIX) -> Iterator[Lab]:
     """``with lab_session() as lab:`` — a lab that is always torn down on exit."""
-    lab = create_lab(prefix)
+    lab: Lab | None = None
     try:
+        lab = create_lab(prefix)  # cleans up after itself if it fails
         yield lab
     finally:
-        destroy_lab(lab)
+        if lab is not None:
+            destroy_lab(lab)
 
 
 # --- persistence for the CLI ---------------------------------------------------------------
@@ -490,21 +507,24 @@ def _ns_addresses(ns: str) -> list[str]:
         out: list[str] = []
         for msg in ipr.addr("dump"):
             ifname = names.get(int(msg["index"]), "?")
-            if ifname == "lo":
+            addr = str(msg.get("IFA_ADDRESS"))
+            # Kernel-made link-locals are noise here; rtr's fixed fe80::1 is not.
+            if ifname == "lo" or (addr.startswith("fe80:") and addr != RTR_LL_V6):
                 continue
             out.append(f"{msg.get('IFA_ADDRESS')}/{msg['prefixlen']}@{ifname}")
         return out
 
 
-def _summarise(addrs: list[str], limit: int = 6) -> str:
+def _summarise(addrs: list[str], limit: int = 8) -> str:
     if len(addrs) <= limit:
         return " ".join(addrs)
     return " ".join(addrs[:limit]) + f" ... (+{len(addrs) - limit} more)"
 
 
-def _is_lab_ns(ns: str) -> bool:
+def _lab_of(ns: str) -> str:
+    """The lab name of a lab-like namespace name, or "" for any other namespace."""
     m = _NS_NAME_RE.match(ns)
-    return m is not None and m.group("role") in ROLES
+    return m.group("lab") if m is not None and m.group("role") in ROLES else ""
 
 
 def lab_status(state_dir: str = DEFAULT_STATE_DIR) -> str:
@@ -528,7 +548,7 @@ def lab_status(state_dir: str = DEFAULT_STATE_DIR) -> str:
                 lines.append(f"  {role:<4} {ns}  MISSING")
                 continue
             lines.append(f"  {role:<4} {ns}  {_summarise(_ns_addresses(ns))}")
-    strays = [ns for ns in list_netns() if ns not in known and _is_lab_ns(ns)]
-    if strays:
-        lines.append("unrecorded lab-like namespaces: " + " ".join(strays))
+    strays = sorted({_lab_of(ns) for ns in list_netns() if ns not in known and _lab_of(ns)})
+    for name in strays:
+        lines.append(f"unrecorded lab {name} (no state file; `lab down {name}` removes it)")
     return "\n".join(lines) + "\n"

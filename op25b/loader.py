@@ -78,6 +78,7 @@ _LOW32 = 0xFFFFFFFF
 # A pool file nested wholesale under a plan prefix would otherwise produce a warning per
 # line; past this many, one summary warning says how many more there are.
 MAX_REDUNDANT_LISTED = 1000
+_POOL_CHUNK = 65536  # pool file lines parsed per batch
 _TIMESTAMP_CONSTRUCTOR = yaml.constructor.SafeConstructor()
 
 
@@ -292,15 +293,22 @@ class _Pool(NamedTuple):
 def _parse_pool_fast(text: str) -> _Pool | None:
     """Parse a pool file whose lines are all well-formed, else None.
 
-    A million lines must load in seconds, so this runs as whole-list comprehensions
-    over C string methods and inet_pton instead of a per-line Python loop with
-    branches; any irregular line makes it give up and the careful path decides.
+    A million lines must load in seconds, so this runs as list comprehensions over C
+    string methods and inet_pton instead of a per-line Python loop with branches; any
+    irregular line makes it give up and the careful path decides. Chunks keep the
+    intermediate lists (three strings per line) from tripling peak memory.
     """
     raw = text.split("\n")
-    if "#" in text:
-        cleaned = [line.partition("#")[0].strip() for line in raw]
-    else:
-        cleaned = list(map(str.strip, raw))
+    pool = _Pool([], [], [], [], [])
+    for first in range(0, len(raw), _POOL_CHUNK):
+        if not _parse_pool_chunk(raw[first : first + _POOL_CHUNK], first, pool):
+            return None
+    return pool
+
+
+def _parse_pool_chunk(raw: list[str], first: int, pool: _Pool) -> bool:
+    """Append one chunk of lines (0-based line ``first`` onwards) to ``pool``."""
+    cleaned = [line.partition("#")[0].strip() for line in raw]
     numbers = [i for i, c in enumerate(cleaned) if c]
     parts = [cleaned[i].partition("/") for i in numbers]
     versions = [6 if ":" in a else 4 for a, _, _ in parts]
@@ -316,13 +324,17 @@ def _parse_pool_fast(text: str) -> _Pool | None:
             for (_, slash, n), v in zip(parts, versions, strict=True)
         ]
     except (OSError, KeyError, ValueError):  # ValueError: NUL or surrogate characters
-        return None
+        return False
     for v, value, length in zip(versions, values, lengths, strict=True):
         width = 128 if v == 6 else 32
         if length > width or value & ((1 << (width - length)) - 1):
-            return None
-    cols = [len(line) - len(line.lstrip()) + 1 for line in map(raw.__getitem__, numbers)]
-    return _Pool([i + 1 for i in numbers], cols, versions, values, lengths)
+            return False
+    pool.lines.extend([first + i + 1 for i in numbers])
+    pool.cols.extend([len(line) - len(line.lstrip()) + 1 for line in map(raw.__getitem__, numbers)])
+    pool.versions.extend(versions)
+    pool.values.extend(values)
+    pool.lengths.extend(lengths)
+    return True
 
 
 def _parse_pool_careful(text: str, shown: str, path: str) -> _Pool:

@@ -5,27 +5,31 @@ decision core asks on every connection attempt: which plan a source belongs to
 (longest prefix across all plans), which exemptions cover it, and whether a
 destination is a provider MTA.
 
-Design: sorted disjoint interval arrays (``PrefixTable``)
----------------------------------------------------------
+Design: sorted disjoint intervals + bucket index (``PrefixTable``)
+-----------------------------------------------------------------
 Nested prefixes are flattened once, at compile time, into the sorted start points of
 disjoint address intervals, each labelled with the index of its most specific prefix
-(or -1). A lookup is one C-level ``bisect_right`` on an ``array`` plus one index.
-IPv4 keys live in ``array('I')`` (4 bytes). IPv6 is split at bit 64: the first level
-is keyed by the upper 64 bits (``array('Q')``); the rare prefixes longer than /64
-(host exemptions, /127 links) get a small second level for their /64, reached through
-a negative label, so no 128-bit Python int is ever stored per interval.
+(or -1). IPv4 keys live in ``array('I')`` (4 bytes). IPv6 is split at bit 64: the
+first level is keyed by the upper 64 bits (``array('Q')``); the rare prefixes longer
+than /64 (host exemptions, /127 links) get a second level for their /64, reached
+through a negative label, so no 128-bit Python int is stored per interval. A bucket
+index (about one bucket per two intervals) narrows each lookup to a C ``bisect_right``
+over a few neighbouring starts.
 
-Measured with ``bench/bench_matcher.py`` (1M mixed v4/v6 prefixes, this 2-vCPU box)
-against per-prefix-length dicts ``{masked_int: index}`` probed longest first:
+Chosen by measurement (``bench/bench_matcher.py``, 1M mixed v4/v6 ISP-like prefixes,
+this 2-vCPU box, CPU time; see bench/README.md) over:
 
-- memory: intervals cost 8-12 bytes each (<= 2n+1 intervals), about 4x less than the
-  dicts (dict slot + a boxed value int per prefix), which matters because the whole
-  daemon must stay under 300 MB at 1M prefixes and the Policy's own ``Prefix``
-  objects already take ~100 MB;
-- lookups: O(log n) and independent of how many distinct prefix lengths a policy
-  uses, whereas dict probing costs one hash lookup per length present (ISP pools
-  mix /8../32 and /32../128, so a miss probes them all);
-- compile: one sort of packed integer keys plus one linear sweep.
+- (a) per-prefix-length dicts ``{masked_int: index}`` probed longest first: ~3x the
+  memory (a dict slot plus a boxed index per prefix: ~74 MB vs ~27 MB traced at 1M)
+  for no lookup gain: every miss probes every length present, and ISP pools mix
+  /16../32 and /32../128; the whole daemon must stay under 300 MB and the Policy's
+  own ``Prefix`` objects already take ~75-100 MB;
+- (b) the same intervals with one plain bisect over all of them: identical memory
+  minus the bucket array (~2 bytes per interval) but ~2x slower at 1M, because ~21
+  probes spread over megabytes of array miss the cache.
+
+Compile is one ``list.sort()`` of packed integer keys plus one linear sweep; its only
+per-prefix garbage is that list of ints.
 
 Lookups take addresses as ints in ``[0, 2**width)`` as the packet parser produces
 them; nothing on the lookup path allocates except the ``PlanHit`` that
@@ -38,6 +42,7 @@ from array import array
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate, islice
 
 from op25b.model import Action, Exemption, Location, Plan, Policy
 
@@ -49,12 +54,14 @@ _MASK64 = (1 << 64) - 1
 # the extra value marks a second-level pointer, see _sweep).
 _LEN_BITS = 8
 _LEN_MASK = (1 << _LEN_BITS) - 1
-# Bits for the prefix index in a packed key; 32 keeps v4 keys within three 30-bit
-# int digits (the same size as without an index) and labels fit array('i').
+# Bits for the prefix index in a packed key: fixed, so keys are packed in the same
+# pass that counts the prefixes; a v4 key still fits three 30-bit int digits (36 B).
 _INDEX_BITS = 32
 _INDEX_MASK = (1 << _INDEX_BITS) - 1
 _MAX_PREFIXES = 2**31 - 2
 NO_MATCH = -1
+# array typecode of an unsigned 32-bit int ('I' is only guaranteed 2 bytes by C).
+_U32 = "I" if array("I").itemsize >= 4 else "L"
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -73,6 +80,14 @@ class PrefixTable:
     # meaning "second-level group k decides, with the low 64 bits".
     _starts: array[int]
     _labels: array[int]
+    # Bucket index over the first level: keys in [_base, _last) fall in bucket
+    # (key - _base) >> _shift, whose intervals are _starts[_buckets[b]:_buckets[b + 1]]
+    # (plus the one before), so bisect scans a handful of entries instead of ~21 probes
+    # spread over megabytes: that halves lookup time at 1M prefixes (bench_matcher).
+    _base: int
+    _last: int
+    _shift: int
+    _buckets: array[int]
     # All second-level groups share two arrays (group k is the slice
     # _sub_bounds[k]:_sub_bounds[k + 1]) so thousands of /128s cost no per-group objects.
     _sub_starts: array[int]
@@ -94,10 +109,12 @@ class PrefixTable:
         stride = min(width, _STRIDE)
         low_bits = width - stride  # bits handled by the second level (0 for v4)
         low_mask = (1 << low_bits) - 1
+        len_bits, index_bits = _LEN_BITS, _INDEX_BITS
         # Pack (start, length, index) into one int so a plain list.sort() orders the
         # prefixes by start, then shorter (enclosing) first. One int per prefix is the
         # only per-prefix garbage of a compile; tuples would cost ~3x the memory.
         keys: list[int] = []
+        append = keys.append
         long_by_top: dict[int, list[tuple[int, int, int]]] = {}  # > /stride prefixes
         n = 0
         for network, length in prefixes:
@@ -106,7 +123,7 @@ class PrefixTable:
             if network & ((1 << (width - length)) - 1):
                 raise ValueError(f"host bits set in {network:#x}/{length}")
             if length <= stride:
-                keys.append((((network >> low_bits) << _LEN_BITS | length) << _INDEX_BITS) | n)
+                append((((network >> low_bits) << len_bits | length) << index_bits) | n)
             else:
                 long_by_top.setdefault(network >> low_bits, []).append(
                     (network & low_mask, length - stride, n)
@@ -118,7 +135,7 @@ class PrefixTable:
         # A pointer to a second level is a single-key interval sorting after any
         # real prefix starting at that key, so it overrides a real /stride there.
         for k, t in enumerate(groups):
-            keys.append(((t << _LEN_BITS | (stride + 1)) << _INDEX_BITS) | (n + k))
+            append(((t << len_bits | (stride + 1)) << index_bits) | (n + k))
         keys.sort()
         parents = array("i", [NO_MATCH]) * n
         bases = [NO_MATCH] * len(groups)
@@ -126,24 +143,61 @@ class PrefixTable:
         del keys
         sub_starts: array[int] = array("Q")
         sub_labels: array[int] = array("i")
-        sub_bounds: array[int] = array("I", [0])
+        sub_bounds: array[int] = array(_U32, [0])
         for k, t in enumerate(groups):
-            sub_keys = [
-                ((low << _LEN_BITS | length) << _INDEX_BITS) | i
-                for low, length, i in long_by_top[t]
-            ]
-            sub_keys.sort()
-            s_starts, s_labels = _sweep(sub_keys, low_bits, n, bases[k], parents, [])
-            sub_starts.extend(s_starts)
-            sub_labels.extend(s_labels)
+            members = long_by_top[t]
+            base = bases[k]
+            if len(members) == 1:
+                # The common case (one host route in its /64) without a sweep.
+                low, length, i = members[0]
+                parents[i] = base
+                if low:
+                    sub_starts.append(0)
+                    sub_labels.append(base)
+                sub_starts.append(low)
+                sub_labels.append(i)
+                after = low + (1 << (low_bits - length))
+                if after <= low_mask:
+                    sub_starts.append(after)
+                    sub_labels.append(base)
+            else:
+                sub_keys = [
+                    ((low << len_bits | length) << index_bits) | i for low, length, i in members
+                ]
+                sub_keys.sort()
+                s_starts, s_labels = _sweep(sub_keys, low_bits, n, base, parents, [])
+                sub_starts.extend(s_starts)
+                sub_labels.extend(s_labels)
             sub_bounds.append(len(sub_starts))
-        return cls(width, n, starts, labels, sub_starts, sub_labels, sub_bounds, parents)
+        first, last, shift, buckets = _bucket_index(starts)
+        return cls(
+            width,
+            n,
+            starts,
+            labels,
+            first,
+            last,
+            shift,
+            buckets,
+            sub_starts,
+            sub_labels,
+            sub_bounds,
+            parents,
+        )
 
     def lookup(self, addr: int) -> int:
         """Index of the longest prefix containing ``addr``, or NO_MATCH (-1)."""
-        if self.width == 32:
-            return self._labels[bisect_right(self._starts, addr) - 1]
-        label = self._labels[bisect_right(self._starts, addr >> 64) - 1]
+        starts = self._starts
+        key = addr >> 64 if self.width == 128 else addr
+        if key < self._base:
+            j = 0
+        elif key >= self._last:
+            j = len(starts) - 1
+        else:
+            b = (key - self._base) >> self._shift
+            buckets = self._buckets
+            j = bisect_right(starts, key, buckets[b], buckets[b + 1]) - 1
+        label = self._labels[j]
         if label >= NO_MATCH:
             return label
         k = -2 - label
@@ -171,6 +225,7 @@ class PrefixTable:
             self._labels,
             self._sub_starts,
             self._sub_labels,
+            self._buckets,
             self._sub_bounds,
             self._parents,
         )
@@ -197,7 +252,7 @@ def _sweep(
     in ``bases`` so the second level can fall back to it.
     """
     end_of_space = 1 << key_bits
-    starts: array[int] = array("I" if key_bits <= 32 else "Q", [0])
+    starts: array[int] = array(_U32 if key_bits <= 32 else "Q", [0])
     labels: array[int] = array("i", [default])
     # The bottom entry stands for "outside every prefix" and is never popped: its end
     # lies past the key space, so the loops below need no emptiness checks.
@@ -229,9 +284,18 @@ def _sweep(
         prev_start_len = start_len
         start = start_len >> len_bits
         while stack_end[-1] < start:
-            end = stack_end.pop()
+            # leaving a prefix: inlined resume(), this runs once per prefix
+            pos = stack_end.pop() + 1
             stack_label.pop()
-            resume(end + 1, stack_label[-1])
+            label = stack_label[-1]
+            if starts[-1] == pos:
+                labels[-1] = label
+                if labels[-2] == label:  # len >= 2: something was entered before
+                    starts.pop()
+                    labels.pop()
+            elif labels[-1] != label and pos < end_of_space:
+                starts.append(pos)
+                labels.append(label)
         if i >= n:
             bases[i - n] = stack_label[-1]
             label = -2 - (i - n)
@@ -253,6 +317,27 @@ def _sweep(
         stack_label.pop()
         resume(end + 1, stack_label[-1])
     return starts, labels
+
+
+def _bucket_index(starts: array[int]) -> tuple[int, int, int, array[int]]:
+    """(base, last, shift, buckets) for PrefixTable.lookup, about 2 intervals a bucket.
+
+    buckets[b] is the number of starts below ``base + (b << shift)``, so a key in
+    bucket b lies in an interval among ``starts[buckets[b] - 1 : buckets[b + 1]]``.
+    Clustered pools leave many buckets empty and a few full; that only degrades
+    towards a plain bisect, never below it.
+    """
+    count = len(starts)
+    base = starts[1] if count > 1 else 0
+    last = starts[-1]
+    if count < 3:
+        return base, last, 0, array(_U32)  # every key is below base or at/after last
+    span = last - base
+    shift = max(0, span.bit_length() - (count // 2).bit_length())
+    counts = array(_U32, [0]) * ((span >> shift) + 2)
+    for s in islice(starts, 1, None):
+        counts[((s - base) >> shift) + 1] += 1
+    return base, last, shift, array(_U32, accumulate(counts, initial=1))[1:]
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,26 +412,36 @@ class CompiledPolicy:
         return chains[j] if j >= 0 else ()
 
 
-def _plan_index(plans: Sequence[Plan], version: int) -> _PlanIndex:
-    offsets: list[int] = []
-    plan_ids: list[int] = []
-    local: array[int] = array("I")
+def _plan_indexes(plans: Sequence[Plan]) -> tuple[_PlanIndex, _PlanIndex]:
+    """The v4 and v6 plan tables, from one pass over every plan prefix."""
+    # Per version: networks (shared int objects, no copies), lengths, and where each
+    # came from; parallel arrays rather than tuples keep a 1M compile's garbage small.
+    nets: dict[int, list[int]] = {4: [], 6: []}
+    lens: dict[int, array[int]] = {4: array("B"), 6: array("B")}
+    local: dict[int, array[int]] = {4: array(_U32), 6: array(_U32)}
+    offsets: dict[int, list[int]] = {4: [], 6: []}
+    plan_ids: dict[int, list[int]] = {4: [], 6: []}
     for pid, plan in enumerate(plans):
-        start = len(local)
+        before = {v: len(nets[v]) for v in (4, 6)}
         for i, p in enumerate(plan.prefixes.prefixes):
-            if p.version == version:
-                local.append(i)
-        if len(local) > start:
-            offsets.append(start)
-            plan_ids.append(pid)
-    pairs = (
-        (p.network, p.length)
-        for plan in plans
-        for p in plan.prefixes.prefixes
-        if p.version == version
+            v = p.version
+            nets[v].append(p.network)
+            lens[v].append(p.length)
+            local[v].append(i)
+        for v in (4, 6):
+            if len(nets[v]) > before[v]:
+                offsets[v].append(before[v])
+                plan_ids[v].append(pid)
+    v4, v6 = (
+        _PlanIndex(
+            PrefixTable.build(32 if v == 4 else 128, zip(nets[v], lens[v], strict=True)),
+            tuple(offsets[v]),
+            tuple(plan_ids[v]),
+            local[v],
+        )
+        for v in (4, 6)
     )
-    table = PrefixTable.build(32 if version == 4 else 128, pairs)
-    return _PlanIndex(table, tuple(offsets), tuple(plan_ids), local)
+    return v4, v6
 
 
 def _exemption_index(
@@ -374,14 +469,15 @@ def compile_policy(policy: Policy) -> CompiledPolicy:
         for (version, addr), loc in zip(mta.addresses, mta.locations, strict=True):
             # setdefault: the first listing of an address names it, deterministically.
             mtas[version].setdefault(addr, loc)
+    plans4, plans6 = _plan_indexes(policy.plans)
     return CompiledPolicy(
         policy=policy,
         guarded=policy.guarded_ports,
         action=policy.action,
         guarded_location=policy.guarded_ports_location,
         action_location=policy.action_location,
-        _plans4=_plan_index(policy.plans, 4),
-        _plans6=_plan_index(policy.plans, 6),
+        _plans4=plans4,
+        _plans6=plans6,
         _mtas4=mtas[4],
         _mtas6=mtas[6],
         _exempt4=_exemption_index(policy.exemptions, 4),

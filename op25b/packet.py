@@ -119,14 +119,16 @@ class _PacketBuilder:
     """Packet's slot layout without the frozen ``__setattr__``; becomes a Packet.
 
     A frozen dataclass ``__init__`` assigns each field through ``object.__setattr__``:
-    with six fields that was over half the cost of a whole parse (1.2 us of ~2 us
-    here). Plain slot stores followed by re-labelling the object as a Packet (allowed
-    because the two slot layouts are identical) build the very same frozen, equal,
-    hashable Packet in about a quarter of the time. ``_fast_packet_ok`` checks that
-    at import and falls back to the real constructor if Packet ever changes.
+    with six fields that was over half the cost of a whole parse. Plain slot stores
+    followed by re-labelling the object as a Packet (allowed because the two slot
+    layouts are identical) build the very same frozen, equal, hashable Packet in
+    about a third of the time (measured here: ~1.1 us for ``Packet(...)``, ~0.35 us
+    for this). ``_fast_packet_ok`` checks the equivalence at import and falls back
+    to the real constructor should Packet ever change.
     """
 
-    __slots__ = ("version", "src", "dst", "sport", "dport", "flags")
+    # Sorted, as ruff wants; CPython compares slot layouts by sorted name anyway.
+    __slots__ = ("dport", "dst", "flags", "sport", "src", "version")
 
     def __init__(self, version: int, src: int, dst: int, sport: int, dport: int, flags: int):
         self.version = version
@@ -148,7 +150,7 @@ def _fast_packet_ok() -> bool:
     real = Packet(*args)
     return (
         type(fast) is Packet
-        and tuple(f.name for f in fields(Packet)) == _PacketBuilder.__slots__
+        and sorted(f.name for f in fields(Packet)) == list(_PacketBuilder.__slots__)
         and fast == real
         and hash(fast) == hash(real)
         and repr(fast) == repr(real)
@@ -174,14 +176,11 @@ def parse(data: bytes | bytearray | memoryview) -> Packet:
     if n == 0:
         raise PacketError("empty packet")
     version = data[0] >> 4
-    if version == 4:
-        return _parse_v4(data, n)
-    if version == 6:
-        return _parse_v6(data, n)
-    raise PacketError(f"not IPv4 or IPv6: version {version}")
-
-
-def _parse_v4(data: bytes | bytearray | memoryview, n: int) -> Packet:
+    if version != 4:
+        if version == 6:
+            return _parse_v6(data, n)
+        raise PacketError(f"not IPv4 or IPv6: version {version}")
+    # IPv4 inline rather than in its own function: saves a call, ~5% of a parse.
     if n < 20:
         raise PacketError(f"truncated IPv4 header: {n} bytes")
     vihl, total, frag, proto, src, dst = _IPV4.unpack_from(data)
@@ -264,3 +263,22 @@ def _parse_v6(data: bytes | bytearray | memoryview, n: int) -> Packet:
     if doff * 4 > end - off:
         raise PacketError(f"TCP header length {doff * 4} exceeds IPv6 payload {end - off}")
     return _new_packet(6, _from_bytes(src, "big"), _from_bytes(dst, "big"), sport, dport, flags)
+
+
+def parse_addresses(data: bytes | bytearray | memoryview) -> tuple[int, int, int]:
+    """(version, src, dst) from the fixed IP header alone; PacketError if even that fails.
+
+    The daemon's fallback for a packet ``parse`` refused (an over-long IPv6 extension
+    chain, say): the kernel only queues TCP to guarded ports, so deciding on the
+    addresses still gives the right verdict, and a bot cannot slip past the policy by
+    dressing up its SYN.
+    """
+    b = bytes(data[:40])
+    if len(b) < 20:
+        raise PacketError(f"truncated IP header: {len(b)} bytes")
+    version = b[0] >> 4
+    if version == 4:
+        return 4, int.from_bytes(b[12:16], "big"), int.from_bytes(b[16:20], "big")
+    if version == 6 and len(b) >= 40:
+        return 6, int.from_bytes(b[8:24], "big"), int.from_bytes(b[24:40], "big")
+    raise PacketError(f"no IPv4/IPv6 header: version {version}, {len(b)} bytes")

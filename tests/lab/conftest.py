@@ -35,7 +35,14 @@ NET_ADDRESSES = (
 )
 
 
+_PYTEST_PID = os.getpid()
+
+
 def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
+    # pyroute2 forks helper children (they inherit this handler) and ends them with
+    # SIGTERM: a child must die as if the handler were SIG_DFL, never unwind pytest.
+    if os.getpid() != _PYTEST_PID:
+        os._exit(128 + signum)
     raise KeyboardInterrupt(f"signal {signum}")
 
 

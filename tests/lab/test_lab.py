@@ -186,15 +186,23 @@ def test_session_tears_down_on_interrupt() -> None:
 
 
 def test_failed_build_is_undone(monkeypatch: pytest.MonkeyPatch) -> None:
-    before = set(list_netns())
+    names: list[str] = []
+    real_new_name = lab_mod._new_name
+
+    def recording_new_name(prefix: str) -> str:
+        names.append(real_new_name(prefix))
+        return names[-1]
 
     def boom(*_a: object, **_k: object) -> None:
         raise LabError("injected failure")
 
+    # Fail after every namespace and link exists, the worst case for cleanup.
+    monkeypatch.setattr(lab_mod, "_new_name", recording_new_name)
     monkeypatch.setattr(lab_mod, "_check_no_tentative", boom)
     with pytest.raises(LabError, match="injected"):
         create_lab(prefix="op25bt")
-    assert not {ns for ns in set(list_netns()) - before if ns.startswith("op25bt-")}
+    assert len(names) == 1
+    assert not [ns for ns in list_netns() if ns.startswith(names[0])]
 
 
 def test_two_labs_coexist(lab: Lab, listeners: dict[str, Listener]) -> None:

@@ -3,6 +3,7 @@ CompiledPolicy lookups (plans, exemptions, provider MTAs) the decision core uses
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime
 
 import pytest
@@ -335,3 +336,41 @@ def test_builders_make_distinct_locations() -> None:
     locs += [e.location for e in policy.exemptions]
     assert len({(loc.line) for loc in locs}) == len(locs)
     assert make_plan("x", ["100.64.0.0/16"]).prefixes.location(0).line == 1
+
+
+def dict_reference(width: int, prefixes: list[tuple[int, int]]) -> dict[tuple[int, int], int]:
+    """First index of every distinct prefix, for a fast (per-length probe) reference."""
+    first: dict[tuple[int, int], int] = {}
+    for i, p in enumerate(prefixes):
+        first.setdefault(p, i)
+    return first
+
+
+@pytest.mark.parametrize("width", [32, 128])
+def test_many_clustered_prefixes_against_per_length_reference(width: int) -> None:
+    # Thousands of prefixes make the bucket index non-trivial (many buckets, empty and
+    # crowded ones); the quadratic brute force would be too slow here.
+    rng = random.Random(width)
+    lengths = [8, 16, 20, 24, 24, 28, 30, 32] if width == 32 else [32, 48, 56, 56, 64, 96, 128]
+    clusters = [rng.getrandbits(width) for _ in range(5)]
+    prefixes = []
+    for _ in range(4000):
+        length = rng.choice(lengths)
+        a = rng.choice(clusters) ^ rng.getrandbits(width - 8)
+        prefixes.append(((a >> (width - length)) << (width - length), length))
+    table = PrefixTable.build(width, prefixes)
+    first = dict_reference(width, prefixes)
+    by_len = sorted({ln for _, ln in prefixes}, reverse=True)
+
+    def reference(a: int) -> int:
+        for ln in by_len:
+            hit = first.get(((a >> (width - ln)) << (width - ln), ln))
+            if hit is not None:
+                return hit
+        return NO_MATCH
+
+    probes = boundary_probes(width, prefixes)
+    probes.update(rng.getrandbits(width) for _ in range(5000))
+    probes.update(rng.choice(clusters) ^ rng.getrandbits(width - 8) for _ in range(5000))
+    for a in probes:
+        assert table.lookup(a) == reference(a), hex(a)

@@ -7,6 +7,7 @@ valid packet parses exactly when its first ``TCP_BYTES_NEEDED`` TCP bytes are th
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from collections.abc import Callable
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from vectors import LITERAL_VECTORS, Vector, scapy_vectors  # tests/unit, as builders.py
 
 from op25b.packet import (
     MAX_EXTENSION_HEADERS,
@@ -22,11 +24,6 @@ from op25b.packet import (
     PacketError,
     parse,
 )
-
-try:  # tests/unit on sys.path (pytest rootdir mode) or a ``tests`` package
-    from vectors import LITERAL_VECTORS, Vector, scapy_vectors
-except ImportError:  # pragma: no cover
-    from tests.unit.vectors import LITERAL_VECTORS, Vector, scapy_vectors
 
 try:
     import scapy  # noqa: F401
@@ -92,6 +89,31 @@ def test_packet_error_is_value_error() -> None:
         parse(b"")
 
 
+def test_parsed_packet_is_a_real_frozen_packet() -> None:
+    # parse() builds Packets without the dataclass __init__ (see _PacketBuilder):
+    # the result must be indistinguishable from one built the ordinary way.
+    from op25b import packet as packet_module
+
+    assert packet_module._new_packet is not Packet, "fast Packet construction fell back"
+    v = LITERAL_VECTORS[3]
+    got = parse(v.data)
+    assert type(got) is Packet
+    assert got == v.expected and hash(got) == hash(v.expected) and repr(got) == repr(v.expected)
+    assert {got: 1}[v.expected] == 1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        got.dport = 587  # type: ignore[misc]
+    # A new attribute fails the same way on both; on CPython 3.11 that is a TypeError
+    # from the frozen+slots dataclass __setattr__ (its super() names the pre-slots
+    # class), not the AttributeError one might expect.
+    errors = []
+    for obj in (got, Packet(*dataclasses.astuple(got))):
+        with pytest.raises((AttributeError, TypeError)) as exc:
+            obj.extra = 1  # type: ignore[attr-defined]
+        errors.append(type(exc.value))
+    assert errors[0] is errors[1]
+    assert dataclasses.astuple(got) == dataclasses.astuple(v.expected)
+
+
 def test_literal_fields_spelled_out() -> None:
     # One vector checked field by field, independent of the helper that builds
     # expected Packets from address text.
@@ -138,10 +160,10 @@ def test_exact_minimum_reason(v: Vector) -> None:
 # --- input types ----------------------------------------------------------------
 
 
-def _views(data: bytes) -> dict[str, bytes | bytearray | memoryview]:
+def _views(data: bytes) -> dict[str, Any]:  # Any: also views typed memoryview[bytes]
     big = bytearray(b"\xaa" * 7 + data + b"\xbb" * 5)
     doubled = bytes(b for x in data for b in (x, 0))
-    views: dict[str, bytes | bytearray | memoryview] = {
+    views: dict[str, Any] = {
         "bytes": data,
         "bytearray": bytearray(data),
         "memoryview": memoryview(data),
@@ -355,17 +377,15 @@ def built(draw: Callable[..., Any]) -> tuple[Any, Packet]:
         ip = IP(
             src=a, dst=b, options=[IPOption_NOP()] * nops, flags=draw(st.sampled_from([0, 1, 2]))
         )
-        p = ip / tcp / payload
-    else:
-        a, b = str(ipaddress.IPv6Address(src)), str(ipaddress.IPv6Address(dst))
-        p = IPv6(src=a, dst=b)
-        if draw(st.booleans()):
-            p = p / IPv6ExtHdrHopByHop()
-        mids = [IPv6ExtHdrDestOpt(), IPv6ExtHdrRouting(), IPv6ExtHdrFragment(m=1)]
-        for ext in draw(st.lists(st.sampled_from(range(3)), max_size=MAX_EXTENSION_HEADERS - 1)):
-            p = p / mids[ext].copy()
-        p = p / tcp / payload
-    return p, Packet(version, src, dst, sport, dport, flags)
+        return ip / tcp / payload, Packet(version, src, dst, sport, dport, flags)
+    a, b = str(ipaddress.IPv6Address(src)), str(ipaddress.IPv6Address(dst))
+    p: Any = IPv6(src=a, dst=b)
+    if draw(st.booleans()):
+        p = p / IPv6ExtHdrHopByHop()
+    mids = [IPv6ExtHdrDestOpt(), IPv6ExtHdrRouting(), IPv6ExtHdrFragment(m=1)]
+    for ext in draw(st.lists(st.sampled_from(range(3)), max_size=MAX_EXTENSION_HEADERS - 1)):
+        p = p / mids[ext].copy()
+    return p / tcp / payload, Packet(version, src, dst, sport, dport, flags)
 
 
 @needs_scapy

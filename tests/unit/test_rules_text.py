@@ -243,9 +243,9 @@ def test_render_swap_creates_missing_and_flushes_block() -> None:
     assert "create op25b-mta4 hash:ip family inet " in fresh
     assert "swap op25b-allow6-tmp op25b-allow6\ndestroy op25b-allow6-tmp\n" in fresh
     assert (
-        "create op25b-block4 hash:ip family inet hashsize 1024 maxelem 1048576 timeout 300 counters\n"
-        in fresh
-    )  # noqa: E501
+        "create op25b-block4 hash:ip family inet hashsize 1024 maxelem 1048576 "
+        "timeout 300 counters\n" in fresh
+    )
     again = render_swap(sets, existing=["op25b-mta4", "op25b-block4", "op25b-block6"])
     assert "create op25b-mta4 " not in again
     assert "flush op25b-block4\n" in again and "create op25b-block" not in again
@@ -305,13 +305,16 @@ def test_default_rules_v4() -> None:
         (
             DownMode.STATIC,
             Action.REJECT,
-            ["-m set --match-set op25b-subs6 src -p tcp -j REJECT --reject-with tcp-reset", "-j RETURN"],
+            [
+                "-m set --match-set op25b-subs6 src -p tcp -j REJECT --reject-with tcp-reset",
+                "-j RETURN",
+            ],
         ),
         (
             DownMode.STATIC,
             Action.MONITOR,
             ["-m set --match-set op25b-subs6 src -j RETURN", "-j RETURN"],
-        ),  # noqa: E501
+        ),
     ],
 )
 def test_down_modes_v6(down: DownMode, action: Action, tail: list[str]) -> None:

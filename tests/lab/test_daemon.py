@@ -1,0 +1,373 @@
+"""The daemon on a real netfilter queue: real TCP connections through a lab router.
+
+Every test starts ``op25b run`` inside the lab's router namespace, sends real TCP
+connection attempts from subscriber namespaces and checks what arrived, what the
+abuse log and a real syslog socket say, and what the kernel ruleset looks like.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from op25b import lab as L
+from op25b.lab import Lab
+from op25b.labrun import DaemonProcess, SyslogReceiver, sd_params
+from op25b.labtools import ConnectResult, Listener, Probe, probe_many
+from op25b.netns import run_in
+
+POLICY = """\
+version: 1
+guarded_ports: [25]
+action: {action}
+plans:
+  residential:
+    exempt: false
+    prefixes: [100.64.0.0/16, "2001:db8:100::/40"]
+  business-static:
+    exempt: true
+    prefixes: [198.51.100.0/24, 100.64.200.0/29, "2001:db8:b00::/40", "2001:db8:100:200::/56"]
+provider_mtas:
+  smarthost:
+    addresses: [203.0.113.25, "2001:db8:25::25"]
+exemptions:
+  - prefix: 100.64.7.7/32
+    ticket: ABUSE-1234
+    expires: {expires}
+    reason: verified own MX
+  - prefix: "2001:db8:100::7/128"
+    ticket: ABUSE-1235
+    expires: {expires}
+    reason: verified own MX (v6)
+daemon:
+  queue: {queue}
+  workers: {workers}
+  on_daemon_down: {down}
+  counters_interval: 3600
+"""
+
+FUTURE = "2099-12-31"
+PAST = "2020-01-01"
+BLOCK_TIMEOUT = 1.5  # a dropped SYN: the probe gives up after this
+
+
+def write_policy(
+    path: Path,
+    action: str = "drop",
+    expires: str = FUTURE,
+    down: str = "static",
+    workers: int = 1,
+    queue: int = 0,
+) -> Path:
+    path.write_text(
+        POLICY.format(action=action, expires=expires, down=down, workers=workers, queue=queue)
+    )
+    return path
+
+
+class Running:
+    """A started daemon with its syslog receiver and abuse log."""
+
+    def __init__(self, lab: Lab, policy: Path, tmp: Path) -> None:
+        self.lab = lab
+        self.policy = policy
+        self.abuse_log = tmp / "blocked.jsonl"
+        self.syslog = SyslogReceiver()
+        self.daemon = DaemonProcess(
+            lab.rtr,
+            policy,
+            [
+                "--abuse-log",
+                str(self.abuse_log),
+                "--syslog",
+                self.syslog.path,
+                "--abuse-window",
+                "3600",
+            ],
+        )
+        self.daemon.wait_started()
+
+    def stop(self) -> int:
+        code = self.daemon.stop()
+        self.syslog.close()
+        return code
+
+    def final_counters(self) -> dict[str, str]:
+        msg = self.syslog.wait_for(lambda m: 'final="1"' in m, what="final counters")
+        return sd_params(msg)
+
+    def abuse_records(self) -> list[dict[str, object]]:
+        return [json.loads(line) for line in self.abuse_log.read_text().splitlines()]
+
+
+@pytest.fixture
+def start(lab: Lab, listeners: dict[str, Listener], tmp_path: Path) -> Iterator[object]:
+    """start(policy_path) -> Running; every daemon started is stopped at teardown."""
+    started: list[Running] = []
+
+    def _start(policy: Path) -> Running:
+        r = Running(lab, policy, tmp_path)
+        started.append(r)
+        return r
+
+    yield _start
+    for r in started:
+        if r.daemon.proc.poll() is None:
+            r.stop()
+    # Whatever happened, leave the router without op25b rules for the next test.
+    from op25b import rules
+
+    rules.remove(cmd_prefix=["ip", "netns", "exec", lab.rtr])
+
+
+def probes(
+    ns: str, items: list[tuple[str, str, int]], timeout: float = BLOCK_TIMEOUT
+) -> list[ConnectResult]:
+    return probe_many(ns, [Probe(s, d, p) for s, d, p in items], timeout=timeout)
+
+
+def outcomes(results: list[ConnectResult]) -> list[str]:
+    return [r.outcome for r in results]
+
+
+def ruleset(lab: Lab) -> str:
+    """The router's whole firewall state, counters stripped, for before/after comparison."""
+    parts = []
+    for cmd in (["iptables-save"], ["ip6tables-save"], ["ipset", "save"]):
+        out = run_in(lab.rtr, cmd, capture_output=True, text=True, check=True).stdout
+        lines = [
+            re.sub(r"\[\d+:\d+\]", "[0:0]", line)
+            for line in out.splitlines()
+            if not line.startswith("#")
+        ]
+        parts.append("\n".join(lines))
+    return "\n---\n".join(parts)
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_drop_policy_decides_every_row_of_the_design_table(
+    start, lab: Lab, tmp_path: Path, family: int
+) -> None:
+    r = start(write_policy(tmp_path / "p.yaml", "drop"))
+    v4 = family == 4
+    res = L.RES_V4 if v4 else L.RES_V6
+    mx = L.NET_MX_V4 if v4 else L.NET_MX_V6
+    mta = L.ISP_MTA_V4 if v4 else L.ISP_MTA_V6
+    exempted = L.RES_EXEMPT_V4 if v4 else L.RES_EXEMPT_V6
+    carved = L.RES_BUSINESS_V4 if v4 else L.RES_BUSINESS_V6
+    res_results = probes(
+        lab.res,
+        [
+            (res, mx, 25),  # the spambot path
+            (res, mta, 25),  # own smarthost
+            (res, mx, 587),  # submission: never touched
+            (res, mx, 465),
+            (exempted, mx, 25),  # single exemption
+            (carved, mx, 25),  # business /29 inside the residential /16
+        ],
+    )
+    assert outcomes(res_results) == [
+        "timeout",
+        "connected",
+        "connected",
+        "connected",
+        "connected",
+        "connected",
+    ]
+    biz = probes(lab.biz, [(L.BIZ_V4 if v4 else L.BIZ_V6, mx, 25)])
+    assert outcomes(biz) == ["connected"]
+    isp = probes(lab.isp, [(mta, mx, 25)])  # provider MTA relaying out: not a subscriber
+    assert outcomes(isp) == ["connected"]
+    assert r.stop() == 0
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_reject_refuses_within_a_second(start, lab: Lab, tmp_path: Path, family: int) -> None:
+    start(write_policy(tmp_path / "p.yaml", "reject"))
+    res, mx = (L.RES_V4, L.NET_MX_V4) if family == 4 else (L.RES_V6, L.NET_MX_V6)
+    (result,) = probes(lab.res, [(res, mx, 25)], timeout=5)
+    assert result.outcome == "refused"
+    assert result.elapsed < 1.0
+
+
+def test_monitor_connects_but_logs(start, lab: Lab, tmp_path: Path) -> None:
+    r = start(write_policy(tmp_path / "p.yaml", "monitor"))
+    results = probes(lab.res, [(L.RES_V4, L.NET_MX_V4, 25), (L.RES_V6, L.NET_MX_V6, 25)])
+    assert outcomes(results) == ["connected", "connected"]
+    assert r.stop() == 0
+    counters = r.final_counters()
+    assert counters["monitor"] == "2"
+    assert counters["blocked"] == "2"
+    records = r.abuse_records()
+    assert {(x["source"], x["action"]) for x in records} == {
+        (L.RES_V4, "monitor"),
+        ("2001:db8:100::/64", "monitor"),
+    }
+
+
+def test_counters_and_abuse_log_match_the_traffic_exactly(start, lab: Lab, tmp_path: Path) -> None:
+    # reject: every blocked attempt is exactly one SYN (answered by a reset at once, so
+    # no retransmissions blur the count).
+    r = start(write_policy(tmp_path / "p.yaml", "reject"))
+    bot_targets = list(L.NET_MX_EXTRA_V4[:12])
+    bot = probes(lab.bot, [(L.BOT_V4, mx, 25) for mx in bot_targets] * 2, timeout=5)
+    assert set(outcomes(bot)) == {"refused"}
+    res = probes(
+        lab.res,
+        [(L.RES_V4, L.NET_MX_V4, 25), (L.RES_V4, L.ISP_MTA_V4, 25), (L.RES_V6, L.ISP_MTA_V6, 25)],
+        timeout=5,
+    )
+    assert outcomes(res) == ["refused", "connected", "connected"]
+    biz = probes(lab.biz, [(L.BIZ_V4, L.NET_MX_V4, 25)], timeout=5)
+    assert outcomes(biz) == ["connected"]
+    notice = r.syslog.wait_for(lambda m: f'src="{L.BOT_V4}"' in m, what="bot notice")
+    assert "blocked source" in notice
+    assert r.stop() == 0
+
+    c = r.final_counters()
+    assert (c["reject"], c["blocked"]) == ("25", "25")  # 24 bot + 1 res
+    assert (c["provider_mta"], c["exempt_plan"], c["accept"]) == ("2", "1", "3")
+    assert c["parse_errors"] == "0"
+    assert c["queue_dropped"] == "0"
+    by_source = {x["source"]: x for x in r.abuse_records()}
+    assert set(by_source) == {L.BOT_V4, L.RES_V4}
+    b = by_source[L.BOT_V4]
+    assert (b["packets"], b["distinct_destinations"], b["plan"]) == (24, 12, "residential")
+    assert sorted(b["destinations_sample"]) == sorted(bot_targets)
+    assert by_source[L.RES_V4]["packets"] == 1
+    # One NOTICE per newly blocked source, not per packet.
+    notices = [m for m in r.syslog.lines.snapshot() if "blocked source" in m]
+    assert len(notices) == 2
+
+
+def test_exemption_stops_working_after_it_expires_on_reload(
+    start, lab: Lab, tmp_path: Path
+) -> None:
+    policy = write_policy(tmp_path / "p.yaml", "reject", expires=FUTURE)
+    r = start(policy)
+    items = [(L.RES_EXEMPT_V4, L.NET_MX_V4, 25), (L.RES_EXEMPT_V6, L.NET_MX_V6, 25)]
+    assert outcomes(probes(lab.res, items, timeout=5)) == ["connected", "connected"]
+    write_policy(policy, "reject", expires=PAST)
+    assert "reloaded" in r.daemon.reload()
+    assert outcomes(probes(lab.res, items, timeout=5)) == ["refused", "refused"]
+    assert r.stop() == 0
+    assert r.final_counters()["reloads"] == "1"
+
+
+def test_broken_policy_on_sighup_keeps_the_old_one(start, lab: Lab, tmp_path: Path) -> None:
+    policy = write_policy(tmp_path / "p.yaml", "reject")
+    r = start(policy)
+    policy.write_text(policy.read_text().replace("203.0.113.25", "203.0.113.256"))
+    line = r.daemon.reload()
+    assert "reload refused" in line
+    assert f"{policy}:" in line and "not an IP address" in line
+    err = r.syslog.wait_for(lambda m: "reload refused" in m, what="reload error in syslog")
+    assert re.search(rf"{re.escape(str(policy))}:\d+:\d+: provider_mtas", err)
+    # Still the old policy: the smarthost is reachable, the MX is not.
+    assert outcomes(
+        probes(lab.res, [(L.RES_V4, L.ISP_MTA_V4, 25), (L.RES_V4, L.NET_MX_V4, 25)], timeout=5)
+    ) == ["connected", "refused"]
+    assert r.stop() == 0
+    c = r.final_counters()
+    assert (c["reloads"], c["reload_failures"]) == ("1", "1")
+
+
+def test_sigterm_leaves_the_ruleset_exactly_as_before(start, lab: Lab, tmp_path: Path) -> None:
+    # Someone else's rules in the same namespace must survive us untouched.
+    rtr = lab.rtr
+    run_in(rtr, ["iptables", "-N", "SITE"], check=True)
+    run_in(
+        rtr, ["iptables", "-A", "FORWARD", "-p", "udp", "--dport", "53", "-j", "SITE"], check=True
+    )
+    run_in(
+        rtr,
+        ["ip6tables", "-A", "FORWARD", "-p", "tcp", "--dport", "80", "-j", "ACCEPT"],
+        check=True,
+    )
+    try:
+        before = ruleset(lab)
+        r = start(write_policy(tmp_path / "p.yaml", "drop"))
+        during = ruleset(lab)
+        assert "OP25B" in during and "op25b-allow4" in during
+        assert r.stop() == 0
+        assert ruleset(lab) == before
+    finally:
+        run_in(
+            rtr,
+            ["iptables", "-D", "FORWARD", "-p", "udp", "--dport", "53", "-j", "SITE"],
+            check=False,
+        )
+        run_in(rtr, ["iptables", "-X", "SITE"], check=False)
+        run_in(
+            rtr,
+            ["ip6tables", "-D", "FORWARD", "-p", "tcp", "--dport", "80", "-j", "ACCEPT"],
+            check=False,
+        )
+
+
+@pytest.mark.parametrize(
+    ("down", "expected"),
+    [
+        # res->MX, res->MTA, biz->MX, exempted->MX (v4), res->MX (v6), biz->MX (v6)
+        ("static", ["timeout", "connected", "connected", "connected", "timeout", "connected"]),
+        ("open", ["connected"] * 6),
+        ("closed", ["timeout"] * 6),
+    ],
+)
+def test_kill9_gives_the_configured_down_behaviour(
+    start, lab: Lab, tmp_path: Path, down: str, expected: list[str]
+) -> None:
+    r = start(write_policy(tmp_path / "p.yaml", "drop", down=down))
+    r.daemon.kill9()
+    got = outcomes(
+        probes(
+            lab.res,
+            [(L.RES_V4, L.NET_MX_V4, 25), (L.RES_V4, L.ISP_MTA_V4, 25)],
+        )
+    )
+    got += outcomes(probes(lab.biz, [(L.BIZ_V4, L.NET_MX_V4, 25)]))
+    got += outcomes(probes(lab.res, [(L.RES_EXEMPT_V4, L.NET_MX_V4, 25)]))
+    got += outcomes(probes(lab.res, [(L.RES_V6, L.NET_MX_V6, 25)]))
+    got += outcomes(probes(lab.biz, [(L.BIZ_V6, L.NET_MX_V6, 25)]))
+    assert got == expected
+    r.syslog.close()
+    # A restart after the crash cleans up the leftovers and enforces again.
+    r2 = start(write_policy(tmp_path / "p2.yaml", "reject"))
+    assert outcomes(probes(lab.res, [(L.RES_V4, L.NET_MX_V4, 25)], timeout=5)) == ["refused"]
+    assert r2.stop() == 0
+
+
+def test_two_workers_share_the_load(start, lab: Lab, tmp_path: Path) -> None:
+    r = start(write_policy(tmp_path / "p.yaml", "reject", workers=2))
+    stats = run_in(
+        lab.rtr,
+        ["cat", "/proc/net/netfilter/nfnetlink_queue"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    bound = {int(line.split()[0]) for line in stats.splitlines() if line.strip()}
+    assert {0, 1} <= bound
+    items = [(L.BOT_V4, mx, 25) for mx in L.NET_MX_EXTRA_V4[:20]]
+    assert set(outcomes(probes(lab.bot, items, timeout=5))) == {"refused"}
+    assert r.stop() == 0
+    finals = [sd_params(m) for m in r.syslog.lines.snapshot() if 'final="1"' in m]
+    assert sorted(f["queue"] for f in finals) == ["0", "1"]
+    assert sum(int(f["reject"]) for f in finals) == 20
+
+
+def test_sigusr1_reopens_the_abuse_log(start, lab: Lab, tmp_path: Path) -> None:
+    r = start(write_policy(tmp_path / "p.yaml", "reject"))
+    rotated = tmp_path / "blocked.jsonl.1"
+    r.abuse_log.rename(rotated)
+    r.daemon.proc.send_signal(signal.SIGUSR1)
+    r.daemon.lines.wait_for(lambda s: "reopened abuse log" in s, 10, what="reopen")
+    assert r.abuse_log.exists()
+    assert outcomes(probes(lab.res, [(L.RES_V4, L.NET_MX_V4, 25)], timeout=5)) == ["refused"]
+    assert r.stop() == 0
+    assert [x["source"] for x in r.abuse_records()] == [L.RES_V4]
