@@ -96,10 +96,11 @@ def _cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except PolicyError as e:
         print(e, file=err)
         return EXIT_INVALID
-    for w in result.warnings:
-        print(f"{w} (warning)", file=err)
-    if not args.quiet:
-        print(summarize(result), file=out)
+    if args.quiet:
+        for w in result.warnings:
+            print(f"{w} (warning)", file=err)
+    else:
+        print(summarize(result), file=out)  # the summary ends with the warnings
     return EXIT_OK
 
 
@@ -223,13 +224,20 @@ def _cmd_report(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def _cmd_lab(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from op25b import lab
 
-    if args.action == "up":
-        the_lab = lab.lab_up()
-        print(lab.describe(the_lab), file=out)
-    elif args.action == "down":
-        lab.lab_down(args.name)
-    else:
-        print(lab.lab_status(), file=out)
+    try:
+        if args.action == "up":
+            the_lab = lab.lab_up()
+            print(f"lab {the_lab.name} is up; run commands in it with", file=out)
+            print(f"  ip netns exec {the_lab.rtr} op25b run --policy POLICY", file=out)
+            print(lab.lab_status(), file=out)
+        elif args.action == "down":
+            removed = lab.lab_down(args.name)
+            print(f"removed: {', '.join(removed) or 'nothing'}", file=out)
+        else:
+            print(lab.lab_status(), file=out)
+    except lab.LabError as e:
+        print(f"op25b lab: {e}", file=err)
+        return EXIT_INVALID
     return EXIT_OK
 
 
