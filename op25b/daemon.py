@@ -37,6 +37,7 @@ from typing import TextIO
 from op25b import rules
 from op25b.abuselog import AbuseAggregator, AbuseLogWriter, AbuseRecord
 from op25b.addr import format_address
+from op25b.blockcache import BlockCache, CachedHits
 from op25b.counters import CounterReporter, Counters, kernel_queue_stats
 from op25b.engine import Enforcer
 from op25b.ipsets import RulesError, compute_sets, next_change
@@ -84,6 +85,18 @@ def syslog_address(text: str, facility: str) -> SyslogConfig:
     if not 0 < int(port) < 65536:
         raise ValueError(f"--syslog: port out of range: {text!r}")
     return SyslogConfig(transports[scheme], host, int(port), facility)
+
+
+def rule_config(policy: Policy) -> rules.RuleConfig:
+    """The kernel rules for a policy, as far as this daemon supports them.
+
+    The verdict cache is exact only with one worker: every worker would otherwise see
+    (and count) the other's cached sources, so with ``workers > 1`` it is left off.
+    """
+    cfg = rules.RuleConfig.from_policy(policy)
+    if policy.daemon.workers > 1 and cfg.block_cache:
+        cfg = replace(cfg, block_cache=False)
+    return cfg
 
 
 @dataclass(frozen=True)
@@ -136,6 +149,10 @@ class Worker:
         self.writer = AbuseLogWriter(self.cfg.abuse_log)
         on_error = VERDICT_ACCEPT if self.cfg.on_error == "accept" else VERDICT_DROP
         self.enforcer = Enforcer(compile_policy(policy), self.counters, self.aggregator, on_error)
+        self.cache: BlockCache | None = None
+        if rule_config(policy).uses_block_cache:
+            self.cache = BlockCache(self.cfg.block_cache_timeout)
+            self.enforcer.cache = self.cache
         self.binding: QueueBinding | None = None
         self._flags: set[str] = set()
         self._results: queue.Queue[_Loaded] = queue.Queue()
@@ -200,6 +217,16 @@ class Worker:
             )
         self.enforcer.new_sources.clear()
 
+    def _account_cache(self, hits: list[CachedHits]) -> None:
+        # Packets the kernel handled for cached sources: into the counters and the
+        # abuse log exactly as if the daemon had decided them.
+        for h in hits:
+            d = h.decision
+            self.counters.add_block_cache_packets(h.packets)
+            self.aggregator.add_kernel_count(
+                h.version, h.src, h.packets, d.plan, d.verdict, d.rule, time.time()
+            )
+
     def _write_abuse(self, records: list[AbuseRecord]) -> None:
         if not records:
             return
@@ -233,8 +260,8 @@ class Worker:
                 compiled = compile_policy(policy)
             if self.leader:
                 now = datetime.now(UTC)
-                new_cfg = rules.RuleConfig.from_policy(policy)
-                if sets_only or new_cfg == rules.RuleConfig.from_policy(self.policy):
+                new_cfg = rule_config(policy)
+                if sets_only or new_cfg == rule_config(self.policy):
                     rules.update_sets(compute_sets(policy, now))
                 else:
                     rules.install(new_cfg, compute_sets(policy, now))
@@ -264,6 +291,9 @@ class Worker:
         else:
             self.policy = result.policy
             self.enforcer.compiled = result.compiled
+            if self.cache is not None:
+                # Invalidate: a source blocked under the old policy may be exempt now.
+                self._account_cache(self.cache.rotate())
             self.log(
                 Severity.INFO,
                 f"reloaded {self.policy_path} in {result.seconds:.3f}s",
@@ -302,6 +332,7 @@ class Worker:
         next_watchdog = time.monotonic()
         window_tick = min(1.0, self.cfg.abuse_window / 4)
         next_window = time.monotonic() + window_tick
+        next_rotation = time.monotonic() + (self.cache.timeout if self.cache is not None else 0)
         if self.leader:
             self.notifier.ready(self._status())
         self.log(Severity.INFO, f"started: {self._status()}", "start")
@@ -316,6 +347,8 @@ class Worker:
             self.enforcer.set_clock(datetime.now(UTC))
             if qfd in ready:
                 binding.process()
+                if self.cache is not None:
+                    self.cache.flush()
             if wfd in ready:
                 with contextlib.suppress(BlockingIOError):
                     while self._wake_r.recv(4096):
@@ -340,8 +373,13 @@ class Worker:
                 self._next_set_refresh = None
                 self._start_reload(sets_only=True)
             now_m = time.monotonic()
+            if self.cache is not None and now_m >= next_rotation:
+                next_rotation = now_m + self.cache.timeout
+                self._account_cache(self.cache.rotate())
             if now_m >= next_window:
                 next_window = now_m + window_tick
+                if self.cache is not None:
+                    self._account_cache(self.cache.read())
                 self._write_abuse(list(self.aggregator.due(time.time())))
             if now_m >= next_counters:
                 next_counters = now_m + interval
@@ -359,6 +397,10 @@ class Worker:
                 os.kill(pid, signal.SIGTERM)
         self.enforcer.set_clock(datetime.now(UTC))
         self.binding.process()  # answer what is queued before the rules go
+        if self.cache is not None:
+            # Rotate rather than read: after the swap the kernel no longer counts on
+            # the old entries, so the final numbers are exact.
+            self._account_cache(self.cache.rotate())
         code = 0
         if self.leader:
             for pid in self.followers:
@@ -400,7 +442,7 @@ def run(policy_path: str, overrides: Overrides, err: TextIO = sys.stderr) -> int
         print(f"op25b run: cannot open abuse log {cfg.abuse_log}: {e}", file=err)
         return 1
     try:
-        rules.install(rules.RuleConfig.from_policy(policy), compute_sets(policy, datetime.now(UTC)))
+        rules.install(rule_config(policy), compute_sets(policy, datetime.now(UTC)))
     except (RulesError, OSError) as e:
         print(f"op25b run: installing kernel rules failed: {e}", file=err)
         return 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from op25b.abuselog import AbuseAggregator
+from op25b.blockcache import BlockCache
 from op25b.counters import Counters
 from op25b.decide import Decision, Reason, Verdict, decide, decide_addresses
 from op25b.matcher import CompiledPolicy
@@ -46,6 +47,9 @@ class Enforcer:
         # (packet, decision) of sources seen for the first time; the loop sends one
         # syslog NOTICE each and clears the list.
         self.new_sources: list[tuple[Packet, Decision]] = []
+        # The kernel verdict cache, when enabled: blocked sources are queued here and
+        # added by the loop after the batch (one ipset call per batch, not per packet).
+        self.cache: BlockCache | None = None
 
     def set_clock(self, now: datetime) -> None:
         """Called by the loop before each batch."""
@@ -66,10 +70,13 @@ class Enforcer:
             self.counters.record_undecidable()
             return self.on_error
         self.counters.record(d)
-        if d.reason is Reason.BLOCKED and self.aggregator.observe(
-            pkt.version, pkt.src, pkt.dst, pkt.dport, d.plan, d.verdict, d.rule, self.wall
-        ):
-            self.new_sources.append((pkt, d))
+        if d.reason is Reason.BLOCKED:
+            if self.aggregator.observe(
+                pkt.version, pkt.src, pkt.dst, pkt.dport, d.plan, d.verdict, d.rule, self.wall
+            ):
+                self.new_sources.append((pkt, d))
+            if self.cache is not None and d.verdict is not Verdict.MONITOR:
+                self.cache.want(pkt.version, pkt.src, d)
         return _VERDICT_INT[d.verdict]
 
     def _decide_unparsable(self, payload: bytes) -> int:

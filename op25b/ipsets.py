@@ -276,8 +276,9 @@ def render_swap(contents: SetContents, existing: Iterable[str]) -> str:
     """Phase 2: create missing live sets, swap the temporaries in, destroy them.
 
     Swap exchanges the sets whole (entries and sizes) and keeps iptables references
-    valid, so a live set is never empty or half loaded. The verdict cache is flushed:
-    a source blocked under the old policy may be exempt under the new one.
+    valid, so a live set is never empty or half loaded. The verdict cache is created if
+    missing but not flushed here: the daemon invalidates it by rotation after a reload
+    (a source blocked under the old policy may be exempt under the new one).
     """
     have = set(existing)
     out: list[str] = []
@@ -288,15 +289,14 @@ def render_swap(contents: SetContents, existing: Iterable[str]) -> str:
             out.append(f"swap {name}{TMP_SUFFIX} {name}\n")
             out.append(f"destroy {name}{TMP_SUFFIX}\n")
         block = set_name("block", fam.version)
-        if contents.block_timeout > 0:
-            if block in have:
-                out.append(f"flush {block}\n")
-            else:
-                out.append(
-                    f"create {block} hash:ip family {_family_word(fam.version)} "
-                    f"hashsize {_MIN_HASHSIZE} maxelem {contents.block_maxelem} "
-                    f"timeout {contents.block_timeout} counters\n"
-                )
+        # An existing cache is left alone: the daemon rotates it right after a reload
+        # (op25b.blockcache), reading its counters first so no count is lost.
+        if contents.block_timeout > 0 and block not in have:
+            out.append(
+                f"create {block} hash:ip family {_family_word(fam.version)} "
+                f"hashsize {_MIN_HASHSIZE} maxelem {contents.block_maxelem} "
+                f"timeout {contents.block_timeout} counters\n"
+            )
     return "".join(out)
 
 

@@ -13,8 +13,8 @@ disjoint address intervals, each labelled with the index of its most specific pr
 first level is keyed by the upper 64 bits (``array('Q')``); the rare prefixes longer
 than /64 (host exemptions, /127 links) get a second level for their /64, reached
 through a negative label, so no 128-bit Python int is stored per interval. A bucket
-index (about one bucket per two intervals) narrows each lookup to a C ``bisect_right``
-over a few neighbouring starts.
+index (one bucket per one or two intervals) narrows each lookup to a C
+``bisect_right`` over a few neighbouring starts.
 
 Chosen by measurement (``bench/bench_matcher.py``, 1M mixed v4/v6 ISP-like prefixes,
 this 2-vCPU box, CPU time; see bench/README.md) over:
@@ -24,9 +24,9 @@ this 2-vCPU box, CPU time; see bench/README.md) over:
   for no lookup gain: every miss probes every length present, and ISP pools mix
   /16../32 and /32../128; the whole daemon must stay under 300 MB and the Policy's
   own ``Prefix`` objects already take ~75-100 MB;
-- (b) the same intervals with one plain bisect over all of them: identical memory
-  minus the bucket array (~2 bytes per interval) but ~2x slower at 1M, because ~21
-  probes spread over megabytes of array miss the cache.
+- (b) the same intervals with one plain bisect over all of them: the same memory
+  minus the bucket array (<= 4 bytes per interval) but 1.4-2x slower at 1M, because
+  ~21 probes spread over megabytes of array miss the cache.
 
 Compile is one ``list.sort()`` of packed integer keys plus one linear sweep; its only
 per-prefix garbage is that list of ints.
@@ -115,7 +115,13 @@ class PrefixTable:
         # only per-prefix garbage of a compile; tuples would cost ~3x the memory.
         keys: list[int] = []
         append = keys.append
-        long_by_top: dict[int, list[tuple[int, int, int]]] = {}  # > /stride prefixes
+        # Prefixes longer than /stride (IPv6 only), kept in arrays rather than tuples:
+        # small objects that outlive the loop would pin the keys' freed memory (pymalloc
+        # returns an arena to the OS only when all of it is free), inflating RSS.
+        long_tops: array[int] = array("Q")
+        long_lows: array[int] = array("Q")
+        long_lens: array[int] = array("B")
+        long_ids: array[int] = array(_U32)
         n = 0
         for network, length in prefixes:
             if not 0 <= length <= width or network < 0 or network >> width:
@@ -125,13 +131,14 @@ class PrefixTable:
             if length <= stride:
                 append((((network >> low_bits) << len_bits | length) << index_bits) | n)
             else:
-                long_by_top.setdefault(network >> low_bits, []).append(
-                    (network & low_mask, length - stride, n)
-                )
+                long_tops.append(network >> low_bits)
+                long_lows.append(network & low_mask)
+                long_lens.append(length - stride)
+                long_ids.append(n)
             n += 1
-        if n + len(long_by_top) > _MAX_PREFIXES:
+        groups = sorted(set(long_tops))
+        if n + len(groups) > _MAX_PREFIXES:
             raise ValueError(f"too many prefixes: {n}")
-        groups = sorted(long_by_top)
         # A pointer to a second level is a single-key interval sorting after any
         # real prefix starting at that key, so it overrides a real /stride there.
         for k, t in enumerate(groups):
@@ -144,12 +151,20 @@ class PrefixTable:
         sub_starts: array[int] = array("Q")
         sub_labels: array[int] = array("i")
         sub_bounds: array[int] = array(_U32, [0])
+        # Members of each group, in group order (a stable sort keeps input order).
+        order = sorted(range(len(long_ids)), key=long_tops.__getitem__)
+        pos = 0
         for k, t in enumerate(groups):
-            members = long_by_top[t]
+            end = pos
+            while end < len(order) and long_tops[order[end]] == t:
+                end += 1
+            members = order[pos:end]
+            pos = end
             base = bases[k]
             if len(members) == 1:
                 # The common case (one host route in its /64) without a sweep.
-                low, length, i = members[0]
+                m = members[0]
+                low, length, i = long_lows[m], long_lens[m], long_ids[m]
                 parents[i] = base
                 if low:
                     sub_starts.append(0)
@@ -162,7 +177,8 @@ class PrefixTable:
                     sub_labels.append(base)
             else:
                 sub_keys = [
-                    ((low << len_bits | length) << index_bits) | i for low, length, i in members
+                    ((long_lows[m] << len_bits | long_lens[m]) << index_bits) | long_ids[m]
+                    for m in members
                 ]
                 sub_keys.sort()
                 s_starts, s_labels = _sweep(sub_keys, low_bits, n, base, parents, [])

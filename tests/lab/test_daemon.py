@@ -371,3 +371,74 @@ def test_sigusr1_reopens_the_abuse_log(start, lab: Lab, tmp_path: Path) -> None:
     assert outcomes(probes(lab.res, [(L.RES_V4, L.NET_MX_V4, 25)], timeout=5)) == ["refused"]
     assert r.stop() == 0
     assert [x["source"] for x in r.abuse_records()] == [L.RES_V4]
+
+
+def with_daemon_keys(policy: Path, **keys: object) -> Path:
+    text = policy.read_text()
+    extra = "".join(
+        f"  {k}: {str(v).lower() if isinstance(v, bool) else v}\n" for k, v in keys.items()
+    )
+    policy.write_text(text + extra)
+    return policy
+
+
+def test_block_cache_handles_repeat_attempts_in_the_kernel_and_counts_them(
+    start, lab: Lab, tmp_path: Path
+) -> None:
+    policy = with_daemon_keys(write_policy(tmp_path / "p.yaml", "reject"), block_cache_timeout=3600)
+    r = start(policy)
+    first = probes(lab.bot, [(L.BOT_V4, L.NET_MX_V4, 25), (L.BOT_V6, L.NET_MX_V6, 25)], timeout=5)
+    assert outcomes(first) == ["refused", "refused"]
+    # The daemon caches the source after the batch; the NOTICE is sent after the same
+    # batch, so once it is seen the cache entry is there too.
+    r.syslog.wait_for(lambda m: f'src="{L.BOT_V6}"' in m, what="bot v6 notice")
+    cached = run_in(
+        lab.rtr, ["ipset", "list", "op25b-block4"], capture_output=True, text=True, check=True
+    ).stdout
+    assert L.BOT_V4 in cached
+    targets = list(L.NET_MX_EXTRA_V4[:15])
+    again = probes(lab.bot, [(L.BOT_V4, mx, 25) for mx in targets], timeout=5)
+    assert set(outcomes(again)) == {"refused"}  # rejected by the kernel, still a reset
+    # The provider MTA stays reachable for a cached bot (decide() allows it).
+    assert outcomes(probes(lab.bot, [(L.BOT_V4, L.ISP_MTA_V4, 25)], timeout=5)) == ["connected"]
+    assert r.stop() == 0
+    c = r.final_counters()
+    assert c["reject"] == "2"  # only the first attempt per source reached the daemon
+    assert c["block_cache"] == "15"
+    by_source = {x["source"]: x for x in r.abuse_records()}
+    bot = by_source[L.BOT_V4]
+    assert (bot["packets"], bot["kernel_packets"]) == (16, 15)
+
+
+def test_reload_invalidates_the_block_cache(start, lab: Lab, tmp_path: Path) -> None:
+    policy = with_daemon_keys(write_policy(tmp_path / "p.yaml", "reject"), block_cache_timeout=3600)
+    r = start(policy)
+    assert outcomes(probes(lab.bot, [(L.BOT_V4, L.NET_MX_V4, 25)], timeout=5)) == ["refused"]
+    r.syslog.wait_for(lambda m: f'src="{L.BOT_V4}"' in m, what="bot notice")
+    text = policy.read_text().replace(
+        "exemptions:\n",
+        "exemptions:\n"
+        f"  - {{prefix: {L.BOT_V4}/32, ticket: T-1, expires: {FUTURE}, reason: cleaned}}\n",
+    )
+    policy.write_text(text)
+    assert "reloaded" in r.daemon.reload()
+    assert outcomes(probes(lab.bot, [(L.BOT_V4, L.NET_MX_V4, 25)], timeout=5)) == ["connected"]
+    assert r.stop() == 0
+
+
+def test_fast_path_accepts_allowed_traffic_in_the_kernel(start, lab: Lab, tmp_path: Path) -> None:
+    policy = with_daemon_keys(write_policy(tmp_path / "p.yaml", "reject"), fast_path=True)
+    r = start(policy)
+    assert (
+        outcomes(
+            probes(lab.biz, [(L.BIZ_V4, L.NET_MX_V4, 25), (L.BIZ_V6, L.NET_MX_V6, 25)], timeout=5)
+        )
+        == ["connected"] * 2
+    )
+    assert outcomes(
+        probes(lab.res, [(L.RES_V4, L.ISP_MTA_V4, 25), (L.RES_V4, L.NET_MX_V4, 25)], timeout=5)
+    ) == ["connected", "refused"]
+    assert r.stop() == 0
+    c = r.final_counters()
+    # Only the blocked attempt reached userspace.
+    assert (c["accept"], c["reject"]) == ("0", "1")

@@ -1,0 +1,147 @@
+"""The kernel verdict cache for blocked sources, seen from the daemon.
+
+After the daemon blocks a source, the source goes into ``op25b-block4/6`` (ipset
+hash:ip with counters) and the mangle rules drop (or mark for reject) its further
+attempts without asking userspace: a flooding bot then costs kernel time only.
+
+Exact accounting is the hard part. Entries are never left to time out in the kernel,
+because packets counted on an entry between our last read and its expiry would be
+lost. Instead the daemon *rotates* the whole set every ``timeout`` seconds (and on
+reload, to invalidate it): an empty set is swapped in, then the old one is read and
+destroyed. Packets that hit the old set before the swap are in its final counters;
+packets after the swap meet the empty set and reach the daemon again, which decides
+(and counts) them itself and re-caches the source. Nothing is counted twice or lost.
+The kernel timeout on entries (twice the rotation period) is only a safety net for a
+daemon that died.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from op25b.addr import format_address, parse_address
+from op25b.decide import Decision
+from op25b.ipsets import parse_block_save, run_command, set_name
+
+_ROTATE_SUFFIX = "-old"
+_HASHSIZE = 4096
+_MAXELEM = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class CachedHits:
+    """Packets the kernel dropped for one cached source since the last read."""
+
+    version: int
+    src: int
+    packets: int
+    decision: Decision
+
+
+class BlockCache:
+    """Adds blocked sources to the kernel cache and reads back what it handled."""
+
+    def __init__(self, timeout: int, cmd_prefix: Sequence[str] = ()) -> None:
+        self.timeout = timeout
+        self.cmd_prefix = tuple(cmd_prefix)
+        self._pending: dict[tuple[int, int], Decision] = {}
+        # Sources in the live sets with the decision that put them there (plan, rule
+        # and action for the abuse log) and the packet count already accounted.
+        self._live: dict[tuple[int, int], Decision] = {}
+        self._seen: dict[tuple[int, int], int] = {}
+        self.adds = 0
+        self.rotations = 0
+        self.errors = 0
+        self.last_error = ""
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def want(self, version: int, src: int, decision: Decision) -> None:
+        """Per-packet path: remember a blocked source to cache after this batch."""
+        key = (version, src)
+        if key not in self._live:
+            self._pending[key] = decision
+
+    def flush(self) -> int:
+        """Add the batch's new sources in one ``ipset restore``; returns how many."""
+        if not self._pending:
+            return 0
+        lines = [
+            f"add {set_name('block', v)} {format_address(v, a)} timeout {self.timeout * 2}\n"
+            for v, a in self._pending
+        ]
+        batch, self._pending = self._pending, {}
+        try:
+            run_command(["ipset", "restore", "-exist"], self.cmd_prefix, "".join(lines))
+        except Exception as e:  # the daemon still decides these sources; keep going
+            self.errors += 1
+            self.last_error = str(e)
+            return 0
+        for key, d in batch.items():
+            self._live[key] = d
+            self._seen.setdefault(key, 0)
+        self.adds += len(batch)
+        return len(batch)
+
+    def _read(self, names: dict[int, str]) -> dict[tuple[int, int], int]:
+        counts: dict[tuple[int, int], int] = {}
+        for version, name in names.items():
+            text = run_command(["ipset", "save", name], self.cmd_prefix)
+            for entry in parse_block_save(text):
+                _, addr = parse_address(entry.address)
+                counts[(version, addr)] = entry.packets
+        return counts
+
+    def _hits(self, counts: dict[tuple[int, int], int]) -> list[CachedHits]:
+        out: list[CachedHits] = []
+        for key, packets in counts.items():
+            d = self._live.get(key)
+            if d is None:
+                continue  # added by a previous daemon; not ours to attribute
+            delta = packets - self._seen.get(key, 0)
+            if delta > 0:
+                out.append(CachedHits(key[0], key[1], delta, d))
+            self._seen[key] = packets
+        return out
+
+    def read(self) -> list[CachedHits]:
+        """Packets handled by the kernel since the last read, per source."""
+        if not self._live:
+            return []
+        try:
+            return self._hits(self._read({4: set_name("block", 4), 6: set_name("block", 6)}))
+        except Exception as e:
+            self.errors += 1
+            self.last_error = str(e)
+            return []
+
+    def rotate(self) -> list[CachedHits]:
+        """Swap in empty sets, read the old ones' final counters, destroy them."""
+        self.rotations += 1
+        names = {v: set_name("block", v) for v in (4, 6)}
+        olds = {v: n + _ROTATE_SUFFIX for v, n in names.items()}
+        create = "".join(
+            f"create {olds[v]} hash:ip family {'inet' if v == 4 else 'inet6'} "
+            f"hashsize {_HASHSIZE} maxelem {_MAXELEM} timeout {self.timeout * 2} counters\n"
+            for v in (4, 6)
+        )
+        # -exist + flush: a leftover from a crashed daemon must not be swapped back in.
+        flush = "".join(f"flush {olds[v]}\n" for v in (4, 6))
+        swap = "".join(f"swap {olds[v]} {names[v]}\n" for v in (4, 6))
+        try:
+            run_command(["ipset", "restore", "-exist"], self.cmd_prefix, create + flush + swap)
+            hits = self._hits(self._read(olds)) if self._live else []
+            run_command(
+                ["ipset", "restore"],
+                self.cmd_prefix,
+                "".join(f"destroy {olds[v]}\n" for v in (4, 6)),
+            )
+        except Exception as e:
+            self.errors += 1
+            self.last_error = str(e)
+            hits = []
+        self._live.clear()
+        self._seen.clear()
+        return hits
