@@ -29,7 +29,9 @@ def parse_address(text: str) -> tuple[int, int]:
             return 6, int.from_bytes(socket.inet_pton(socket.AF_INET6, t), "big")
         # inet_pton (not inet_aton) so that '10.1' or '1.2.3.04' style shorthands are refused
         return 4, int.from_bytes(socket.inet_pton(socket.AF_INET, t), "big")
-    except OSError:
+    except (OSError, ValueError):
+        # ValueError: inet_pton's own complaint about a NUL or an unencodable character
+        # ("embedded null character") says nothing about the value; keep one message.
         raise ValueError(f"not an IP address: {text!r}") from None
 
 
@@ -52,7 +54,8 @@ def parse_prefix(text: str, *, strict: bool = True) -> Prefix:
     version, value = parse_address(addr_text)
     width = bits(version)
     if slash:
-        if not len_text.isdigit() or len(len_text) > 3:
+        # isascii: str.isdigit() also accepts digits like '²' that int() then refuses
+        if not (len_text.isascii() and len_text.isdigit()) or len(len_text) > 3:
             raise ValueError(f"bad prefix length in {text!r}")
         length = int(len_text)
         if length > width:
