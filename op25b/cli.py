@@ -282,7 +282,10 @@ def main(
     err = sys.stderr if err is None else err
     parser = _build_parser()
     try:
-        args = parser.parse_args(argv)
+        # argparse prints usage errors, --help and --version to sys.stderr/stdout itself;
+        # send them to the streams the caller gave us instead.
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            args = parser.parse_args(argv)
     except SystemExit as e:  # argparse reports usage errors by exiting
         return int(e.code) if isinstance(e.code, int) else EXIT_USAGE
     try:

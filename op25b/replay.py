@@ -85,6 +85,20 @@ def _ip_payloads(path: str) -> Iterator[tuple[float, bytes]]:
             raise CaptureError(f"{path}: capture ends badly: {e}") from e
 
 
+# IPv6 extension headers parse() walks on its way to TCP (hop-by-hop, routing,
+# fragment, AH, destination options) and TCP itself.
+_V6_TCP_OR_EXTENSION = frozenset((6, 0, 43, 44, 51, 60))
+
+
+def _may_be_tcp(raw: bytes) -> bool:
+    """False only for packets whose IP header names another transport outright."""
+    if raw[0] >> 4 == 4 and len(raw) >= 20:
+        return raw[9] == 6
+    if raw[0] >> 4 == 6 and len(raw) >= 40:
+        return raw[6] in _V6_TCP_OR_EXTENSION
+    return True  # too short or odd: let parse() say what is wrong with it
+
+
 def replay(compiled: CompiledPolicy, path: str, now: datetime, keep: bool = False) -> ReplayResult:
     """Run every decidable packet of the capture through ``decide``."""
     res = ReplayResult()
@@ -96,6 +110,10 @@ def replay(compiled: CompiledPolicy, path: str, now: datetime, keep: bool = Fals
         if not raw:
             continue
         res.ip_packets += 1
+        if not _may_be_tcp(raw):
+            # UDP, ICMP, ...: the kernel rules never queue these, so they are neither
+            # decided nor "unparsable" (a capture full of DNS is not a broken capture).
+            continue
         try:
             pkt = parse(raw)
         except PacketError:

@@ -1,0 +1,823 @@
+"""Flood benchmark: can op25b hold a bot flood at kernel speed without losing allowed mail?
+
+Builds its own namespace lab (op25b.lab; torn down whatever happens), a policy with a
+pool of 1,000,000 prefixes (``--quick``: 100,000) and measures, side by side in one run
+on the same trafgen SYN flood (bots in the pool -> 65 MX addresses through rtr):
+
+1. SYNs/s *handled* (given a verdict) by
+   (a) op25b, block cache off, abuse log and syslog on,
+   (b) op25b with the kernel block cache on,
+   (c) a bare netfilterqueue consumer (bench/bare_consumer.py) on the same rule shape
+       (mangle FORWARD -> mark/ctstate RETURNs -> NFQUEUE --queue-bypass), accepting
+       everything (and, for the same verdict as op25b, dropping everything),
+   (d) kernel-only iptables DROP in the same place;
+   plus (e) op25b with the fast path, and workers 1 vs 2 (both unpinned).
+   Handled = rtr ingress - packets that reached the queue rule + verdicts the consumer
+   gave (Δ id_sequence - user_dropped - still waiting, from /proc/net/netfilter/
+   nfnetlink_queue read the instant trafgen exits), divided by trafgen's send time.
+   The generator is pinned to CPU 0 (with it, the forwarding softirq); consumers to CPU 1.
+2. allowed SYNs lost while the flood runs: res -> provider MTA at R/s (trafgen, counted
+   at rtr ingress and on arrival in isp), flood at max rate, without and with fast path.
+3. connect latency res -> isp:25 (median, p99): no rules vs op25b vs op25b + fast path.
+4. workers 1 vs 2 (handled SYNs/s).
+5. reload at full size: SIGHUP -> "reloaded ... in X s", and the longest verdict pause
+   seen by a stream of sequential connects (res -> MTA, queued) during the reload.
+6. daemon RSS (VmRSS / VmHWM) after start, after the floods and after the reload.
+
+Results: a compact table on stdout (targets next to measurements) and the full numbers
+in bench/results/flood-<timestamp>.json.
+
+    .venv/bin/python bench/bench_flood.py --quick   # ~2-3 minutes, 100k prefixes
+    .venv/bin/python bench/bench_flood.py           # ~10 minutes, 1M prefixes
+
+Root only. Not part of pytest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import floodlab as F  # noqa: E402  (bench helper next to this file)
+
+from op25b.lab import Lab, lab_session  # noqa: E402
+from op25b.labrun import DaemonProcess, LabRunError, SyslogReceiver  # noqa: E402
+from op25b.labtools import start_listener  # noqa: E402
+from op25b.netns import popen_in, run_in  # noqa: E402
+
+GEN_CPU = 0
+CONSUMER_CPU = 1
+BENCH_CHAIN = "BENCHFLOOD"
+_MARKS = (
+    "-m mark --mark 0xa00000/0xf00000 -j RETURN",
+    "-m mark --mark 0xb00000/0xf00000 -j RETURN",
+)
+
+TARGETS = {
+    "op25b_vs_bare": 0.90,
+    "cache_vs_kernel_drop": 0.90,
+    "allowed_lost_fast_path": 0,
+    "reload_pause_ms": 50.0,
+    "rss_mb": 300.0,
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Sizes of one run."""
+
+    quick: bool
+    prefixes: int
+    bots: int
+    flood_packets: int
+    rounds: int
+    stream_rate: int
+    connects: int
+    block_cache: int
+    seed: int
+    profile: bool
+
+    @property
+    def flood_timeout(self) -> float:
+        """Wall-clock bound of one flood (even a slow path moves 20k SYN/s)."""
+        return max(20.0, self.flood_packets / 20_000)
+
+
+@dataclass
+class Ctx:
+    """Everything the steps share."""
+
+    lab: Lab
+    tmp: Path
+    s: Settings
+    syslog: SyslogReceiver
+    flood_cfg: Path = Path()
+    stream_cfg: Path = Path()
+    pool: Path = Path()
+    flood_pps_hint: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def say(self, msg: str) -> None:
+        print(f"  {msg}", flush=True)
+
+
+# ------------------------------------------------------------------ consumers
+
+
+@contextlib.contextmanager
+def bench_rules(ctx: Ctx, target: str) -> Iterator[None]:
+    """op25b's mangle shape with *target* (NFQUEUE or DROP) where op25b queues."""
+    rtr = ctx.lab.rtr
+    jump = f"FORWARD -p tcp -m multiport --dports 25 -j {BENCH_CHAIN}"
+    body = [*_MARKS, "-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN", target]
+    text = "*mangle\n" + f":{BENCH_CHAIN} - [0:0]\n"
+    text += "".join(f"-A {BENCH_CHAIN} {r}\n" for r in body) + f"-I {jump}\nCOMMIT\n"
+    F.sh(rtr, ["iptables-restore", "--noflush"], text)
+    try:
+        yield
+    finally:
+        F.sh(
+            rtr,
+            ["iptables-restore", "--noflush"],
+            f"*mangle\n-D {jump}\n-F {BENCH_CHAIN}\n-X {BENCH_CHAIN}\nCOMMIT\n",
+        )
+        F.sh(rtr, ["conntrack", "-F"])
+
+
+@contextlib.contextmanager
+def bare_consumer(ctx: Ctx, verdict: str) -> Iterator[int]:
+    """bench/bare_consumer.py bound to queue 0 in rtr; yields its pid."""
+    argv = [sys.executable, str(ROOT / "bench" / "bare_consumer.py"), "--verdict", verdict]
+    proc = popen_in(ctx.lab.rtr, argv, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "READY":
+            raise F.BenchError("bare consumer did not start")
+        yield proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+class Op25b:
+    """``op25b run`` in rtr with a generated policy; start time and RSS recorded."""
+
+    def __init__(
+        self, ctx: Ctx, name: str, workers: int = 1, fast_path: bool = False, cache: int = 0
+    ) -> None:
+        policy = F.write_policy(ctx.tmp / f"{name}.yaml", ctx.pool, workers, fast_path, cache)
+        self.abuse_log = ctx.tmp / f"{name}.jsonl"
+        t0 = time.monotonic()
+        self.d = DaemonProcess(
+            ctx.lab.rtr,
+            policy,
+            ["--abuse-log", str(self.abuse_log), "--syslog", ctx.syslog.path],
+        )
+        try:
+            self.d.wait_started(timeout=600)
+        except LabRunError:
+            self.d.stop()
+            raise
+        self.start_s = time.monotonic() - t0
+        self.pid = self.d.proc.pid
+
+    def memory(self) -> dict[str, float]:
+        """Leader's VmRSS/VmHWM (MB), plus the sum over forked workers if any."""
+        mem = F.proc_memory(self.pid)
+        kids = [F.proc_memory(p) for p in F.children(self.pid)]
+        if kids:
+            mem["workers_VmRSS"] = sum(k.get("VmRSS", 0) for k in kids)
+        return mem
+
+    def pids(self) -> list[int]:
+        return [self.pid, *F.children(self.pid)]
+
+    def stop(self) -> None:
+        self.d.stop()
+        with contextlib.suppress(F.BenchError):
+            F.sh(self.d.ns, ["conntrack", "-F"])
+
+
+# ------------------------------------------------------------------ measurements
+
+
+def _drain(pid: int | None, timeout: float = 5.0) -> None:
+    """Wait until the consumer answered everything queued (so rounds do not overlap)."""
+    deadline = time.monotonic() + timeout
+    while pid is not None and time.monotonic() < deadline:
+        if sum(q.waiting for q in F.queue_stats(pid).values()) == 0:
+            break
+        time.sleep(0.02)
+    time.sleep(0.2)  # packets still in the veths / backlog
+
+
+def flood_round(ctx: Ctx, pid: int | None, gen_cpu: int | None = GEN_CPU) -> dict[str, Any]:
+    """One max-rate flood; what rtr was offered and what got a verdict, per second."""
+    rtr = ctx.lab.rtr
+    c0, ct0 = F.rule_counters(rtr), F.conntrack_stats(rtr)
+    q0 = F.queue_stats(pid) if pid else {}
+    tg = F.Trafgen(ctx.lab.bot, ctx.flood_cfg, ctx.s.flood_packets, ctx.s.flood_timeout, gen_cpu)
+    sent = tg.wait()
+    q1 = F.queue_stats(pid) if pid else {}  # the instant trafgen is done
+    _drain(pid)
+    c1, ct1 = F.rule_counters(rtr), F.conntrack_stats(rtr)
+
+    def delta(*needles: str) -> int:
+        return F.counter(c1, *needles) - F.counter(c0, *needles)
+
+    offered = delta("raw:", "bench-flood-in")
+    to_queue = delta("mangle:", "NFQUEUE")
+    per_queue = {q: q1[q].verdict_base - (q0[q].verdict_base if q in q0 else 0) for q in q1}
+    verdicts = sum(per_queue.values())
+    lost = sum(
+        q1[q].queue_dropped
+        + q1[q].user_dropped
+        - (q0[q].queue_dropped + q0[q].user_dropped if q in q0 else 0)
+        for q in q1
+    )
+    handled = offered - to_queue + verdicts
+    out = {
+        "sent": sent.packets,
+        "seconds": round(sent.seconds, 3),
+        "offered_pps": round(offered / sent.seconds) if sent.seconds else 0,
+        "handled": handled,
+        "handled_pps": round(handled / sent.seconds) if sent.seconds else 0,
+        "to_queue": to_queue,
+        "verdicts_by_queue": per_queue,
+        "queue_overflow_lost": lost,
+        "kernel_dropped_by_block_cache": delta("mangle:", "match-set op25b-block4", "DROP"),
+        "reached_sink": delta("raw:", "bench-flood-sink"),
+        "rtr_ingress_lost": sent.packets - offered,
+        "conntrack_drop": ct1.get("drop", 0) - ct0.get("drop", 0),
+        "conntrack_early_drop": ct1.get("early_drop", 0) - ct0.get("early_drop", 0),
+    }
+    ctx.say(
+        f"flood {sent.packets:,} in {sent.seconds:.2f}s: offered {out['offered_pps']:,}/s "
+        f"handled {out['handled_pps']:,}/s, queue lost {lost:,}, queued {to_queue:,}"
+    )
+    return out
+
+
+def flood_variant(
+    ctx: Ctx, name: str, pid: int | None, gen_cpu: int | None = GEN_CPU
+) -> dict[str, Any]:
+    """``rounds`` floods; the median round (by handled/s) is the variant's number."""
+    print(f"[flood] {name}", flush=True)
+    rounds = [flood_round(ctx, pid, gen_cpu) for _ in range(ctx.s.rounds)]
+    rates = [r["handled_pps"] for r in rounds]
+    ctx.flood_pps_hint = max(ctx.flood_pps_hint, max(r["offered_pps"] for r in rounds))
+    return {
+        "handled_pps": statistics.median(rates),
+        "handled_pps_rounds": rates,
+        "offered_pps": statistics.median(r["offered_pps"] for r in rounds),
+        "rounds": rounds,
+    }
+
+
+def allowed_under_flood(ctx: Ctx, pid: int | None) -> dict[str, Any]:
+    """Allowed stream at R/s while a max-rate flood runs; lost = offered to rtr - arrived."""
+    rtr, isp = ctx.lab.rtr, ctx.lab.isp
+    rate = ctx.s.stream_rate
+    flood_s = ctx.s.flood_packets / ctx.flood_pps_hint if ctx.flood_pps_hint else 5.0
+    stream_n = int(rate * (flood_s * 1.5 + 1.5))  # covers the flood with margin
+    c0, i0 = F.rule_counters(rtr, ("raw",)), F.rule_counters(isp, ("raw",))
+    q0 = F.queue_stats(pid) if pid else {}
+    stream = F.Trafgen(ctx.lab.res, ctx.stream_cfg, stream_n, stream_n / rate + 20, None, rate)
+    time.sleep(0.5)
+    flood = F.Trafgen(ctx.lab.bot, ctx.flood_cfg, ctx.s.flood_packets, ctx.s.flood_timeout, GEN_CPU)
+    fsent = flood.wait()
+    ssent = stream.wait()
+    _drain(pid)
+    c1, i1 = F.rule_counters(rtr, ("raw",)), F.rule_counters(isp, ("raw",))
+    q1 = F.queue_stats(pid) if pid else {}
+    at_rtr = F.counter(c1, "bench-stream-in") - F.counter(c0, "bench-stream-in")
+    arrived = F.counter(i1, "bench-stream-sink") - F.counter(i0, "bench-stream-sink")
+    qlost = sum(
+        q1[q].queue_dropped
+        + q1[q].user_dropped
+        - (q0[q].queue_dropped + q0[q].user_dropped if q in q0 else 0)
+        for q in q1
+    )
+    out = {
+        "stream_sent": ssent.packets,
+        "stream_pps": round(ssent.pps),
+        "flood_sent": fsent.packets,
+        "flood_pps": round(fsent.pps),
+        "flood_to_stream": round(fsent.pps / ssent.pps, 1) if ssent.pps else 0,
+        "at_rtr": at_rtr,
+        "arrived": arrived,
+        "lost_in_rtr": at_rtr - arrived,
+        "lost_before_rtr": ssent.packets - at_rtr,
+        "queue_overflow_lost_all": qlost,
+    }
+    ctx.say(
+        f"allowed {ssent.packets:,} at {out['stream_pps']:,}/s under flood {out['flood_pps']:,}/s "
+        f"(x{out['flood_to_stream']}): lost in rtr {out['lost_in_rtr']:,}, "
+        f"before rtr {out['lost_before_rtr']:,}"
+    )
+    return out
+
+
+def _probe_argv(extra: list[str]) -> list[str]:
+    return [sys.executable, str(ROOT / "bench" / "flood_probe.py"), F.RES_SRC, F.MTA, "25", *extra]
+
+
+def _pct(values: list[float], p: float) -> float:
+    v = sorted(values)
+    return v[min(len(v) - 1, int(round(p / 100 * (len(v) - 1))))]
+
+
+def latency(ctx: Ctx, name: str) -> dict[str, Any]:
+    """``connects`` sequential connects res -> MTA:25; median / p99 / max in ms."""
+    res = run_in(
+        ctx.lab.res,
+        _probe_argv(["--count", str(ctx.s.connects), "--timeout", "3"]),
+        capture_output=True,
+        text=True,
+        timeout=ctx.s.connects * 3 + 30,
+        check=True,
+    )
+    samples = json.loads(res.stdout)["samples"]
+    ok = [s[1] * 1000 for s in samples if s[1] is not None]
+    out = {
+        "n": len(samples),
+        "failed": len(samples) - len(ok),
+        "median_ms": round(statistics.median(ok), 3) if ok else None,
+        "p99_ms": round(_pct(ok, 99), 3) if ok else None,
+        "max_ms": round(max(ok), 3) if ok else None,
+    }
+    ctx.say(
+        f"latency {name}: median {out['median_ms']} ms, p99 {out['p99_ms']} ms, failed {out['failed']}"
+    )
+    return out
+
+
+def reload_pause(ctx: Ctx, op: Op25b) -> dict[str, Any]:
+    """SIGHUP with queued connects in flight; the longest connect / gap during the reload."""
+    proc = popen_in(
+        ctx.lab.res,
+        _probe_argv(["--until-signal", "--interval", "0.002", "--timeout", "3"]),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "READY":
+            raise F.BenchError("reload prober did not start")
+        time.sleep(0.3)
+        t_hup = time.monotonic()
+        line = op.d.reload(timeout=600)
+        t_done = time.monotonic()
+        time.sleep(0.3)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out_text, _ = proc.communicate(timeout=30)
+    samples = json.loads(out_text)["samples"]
+    ends = [s[0] + (s[1] if s[1] is not None else 3.0) for s in samples]
+    during = [i for i, s in enumerate(samples) if t_hup - 0.01 <= s[0] <= t_done]
+    before = [s[1] * 1000 for s in samples if s[0] < t_hup and s[1] is not None]
+    lat = [(samples[i][1] if samples[i][1] is not None else 3.0) * 1000 for i in during]
+    gaps = [(ends[i] - ends[i - 1]) * 1000 for i in during if i > 0]
+    seconds = None
+    with contextlib.suppress(ValueError, IndexError):
+        seconds = float(line.split(" in ")[-1].rstrip("s"))
+    out = {
+        "line": line,
+        "reload_s": seconds,
+        "wall_s": round(t_done - t_hup, 3),
+        "probes_during": len(during),
+        "failed_during": sum(1 for i in during if samples[i][1] is None),
+        "max_connect_ms": round(max(lat), 2) if lat else None,
+        "p99_connect_ms": round(_pct(lat, 99), 2) if lat else None,
+        "max_gap_ms": round(max(gaps), 2) if gaps else None,
+        "baseline_median_ms": round(statistics.median(before), 3) if before else None,
+    }
+    ctx.say(
+        f"reload {seconds}s: {len(during)} probes, max connect {out['max_connect_ms']} ms, "
+        f"max gap {out['max_gap_ms']} ms"
+    )
+    return out
+
+
+def profile_flood(ctx: Ctx, op: Op25b, results_dir: Path, stamp: str) -> dict[str, Any]:
+    """py-spy on the daemon during one extra flood (``--profile``); saves its raw output."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        return {"skipped": "py-spy not installed (pip install py-spy into the venv)"}
+    secs = max(2, int(ctx.s.flood_packets / max(ctx.flood_pps_hint, 1)) + 1)
+    out = results_dir / f"flood-{stamp}-pyspy.txt"
+    proc = subprocess.Popen(
+        [
+            spy,
+            "record",
+            "-p",
+            str(op.pid),
+            "-d",
+            str(secs),
+            "-r",
+            "250",
+            "-f",
+            "raw",
+            "--nonblocking",
+            "-o",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(0.5)
+    round_ = flood_round(ctx, op.pid)
+    _, err = proc.communicate(timeout=secs + 30)
+    top = _top_frames(out) if out.exists() else []
+    return {"file": str(out), "round": round_, "top_self": top, "stderr": err[-300:]}
+
+
+def _top_frames(path: Path, n: int = 12) -> list[tuple[str, float]]:
+    """Share of samples per leaf frame, from py-spy's raw (collapsed stack) output."""
+    leaf: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        frame = stack.split(";")[-1]
+        leaf[frame] = leaf.get(frame, 0) + int(count)
+        total += int(count)
+    return [(f, round(c / total, 3)) for f, c in sorted(leaf.items(), key=lambda x: -x[1])[:n]]
+
+
+# ------------------------------------------------------------------ the run
+
+
+def _skip(ctx: Ctx, what: str, exc: BaseException) -> dict[str, Any]:
+    ctx.notes.append(f"{what}: {exc}")
+    print(f"  SKIPPED {what}: {str(exc)[-400:]}", flush=True)
+    return {"skipped": str(exc)[-1000:]}
+
+
+def run_all(ctx: Ctx, results_dir: Path, stamp: str) -> dict[str, Any]:
+    """Every measurement, in an order that needs four daemon starts."""
+    r: dict[str, Any] = {"flood": {}, "allowed": {}, "latency": {}, "workers": {}, "memory": {}}
+    listener = start_listener(ctx.lab.isp, [F.MTA], [25], name="isp-mta")
+    try:
+        r["latency"]["no_filter"] = latency(ctx, "no rules")
+        with bench_rules(ctx, "-j DROP"):
+            r["flood"]["kernel_drop"] = flood_variant(ctx, "kernel DROP", None)
+        for verdict in ("accept", "drop"):
+            with (
+                bench_rules(ctx, "-j NFQUEUE --queue-num 0 --queue-bypass"),
+                bare_consumer(ctx, verdict) as pid,
+            ):
+                F.pin(pid, CONSUMER_CPU)
+                r["flood"][f"bare_{verdict}"] = flood_variant(ctx, f"bare consumer, {verdict}", pid)
+        r.update(_op25b_base(ctx, results_dir, stamp))
+        r["flood"]["op25b_cache"] = _op25b_flood(
+            ctx, "op25b, block cache", "cache", cache=ctx.s.block_cache
+        )
+        fast = _op25b_fast(ctx)
+        r["flood"]["op25b_fast_path"] = fast.pop("flood")
+        r["allowed"]["fast_path"] = fast.pop("allowed")
+        r["latency"]["op25b_fast_path"] = fast.pop("latency")
+        r["workers"]["2"] = _op25b_flood(
+            ctx, "op25b, workers 2 (unpinned)", "workers2", workers=2, pin_cpu=None
+        )
+    finally:
+        listener.stop()
+    return r
+
+
+def _op25b_base(ctx: Ctx, results_dir: Path, stamp: str) -> dict[str, Any]:
+    print("[op25b] base: 1 worker, no fast path, no block cache", flush=True)
+    out: dict[str, Any] = {"flood": {}, "allowed": {}, "latency": {}, "workers": {}, "memory": {}}
+    try:
+        op = Op25b(ctx, "base")
+    except (LabRunError, F.BenchError) as e:
+        out["flood"]["op25b"] = _skip(ctx, "op25b base", e)
+        return out
+    try:
+        out["memory"]["start_s"] = round(op.start_s, 2)
+        out["memory"]["after_start"] = op.memory()
+        ctx.say(f"started in {op.start_s:.1f}s, memory {out['memory']['after_start']}")
+        F.pin(op.pid, CONSUMER_CPU)
+        out["flood"]["op25b"] = flood_variant(ctx, "op25b", op.pid)
+        F.pin(op.pid, None)
+        out["workers"]["1"] = flood_variant(ctx, "op25b, workers 1 (unpinned)", op.pid, GEN_CPU)
+        F.pin(op.pid, CONSUMER_CPU)
+        print("[allowed] no fast path", flush=True)
+        out["allowed"]["no_fast_path"] = allowed_under_flood(ctx, op.pid)
+        out["latency"]["op25b"] = latency(ctx, "op25b (queued)")
+        if ctx.s.profile:
+            print("[profile] py-spy during a flood", flush=True)
+            out["profile"] = profile_flood(ctx, op, results_dir, stamp)
+        out["memory"]["after_floods"] = op.memory()
+        print("[reload]", flush=True)
+        out["reload"] = reload_pause(ctx, op)
+        out["memory"]["after_reload"] = op.memory()
+        ctx.say(f"memory after reload {out['memory']['after_reload']}")
+    finally:
+        op.stop()
+    return out
+
+
+def _op25b_flood(
+    ctx: Ctx,
+    name: str,
+    tag: str,
+    workers: int = 1,
+    cache: int = 0,
+    pin_cpu: int | None = CONSUMER_CPU,
+) -> dict[str, Any]:
+    print(f"[op25b] {name}", flush=True)
+    try:
+        op = Op25b(ctx, tag, workers, cache=cache)
+    except (LabRunError, F.BenchError) as e:
+        return _skip(ctx, name, e)
+    try:
+        if pin_cpu is not None:
+            for pid in op.pids():
+                F.pin(pid, pin_cpu)
+        out = flood_variant(ctx, name, op.pid)
+        if cache:
+            entries, packets = F.ipset_entries(ctx.lab.rtr, "op25b-block4")
+            out["block_set_entries"] = entries
+            out["block_set_packets"] = packets
+            ctx.say(f"op25b-block4: {entries} entries, {packets:,} packets counted")
+            if entries <= 0:
+                ctx.notes.append("block cache: the daemon put no source in op25b-block4")
+        out["memory"] = op.memory()
+        return out
+    finally:
+        op.stop()
+
+
+def _op25b_fast(ctx: Ctx) -> dict[str, Any]:
+    print("[op25b] fast path", flush=True)
+    try:
+        op = Op25b(ctx, "fast", fast_path=True)
+    except (LabRunError, F.BenchError) as e:
+        skipped = _skip(ctx, "op25b fast path", e)
+        return {"flood": skipped, "allowed": skipped, "latency": skipped}
+    try:
+        F.pin(op.pid, CONSUMER_CPU)
+        flood = flood_variant(ctx, "op25b, fast path", op.pid)
+        print("[allowed] fast path", flush=True)
+        allowed = allowed_under_flood(ctx, op.pid)
+        lat = latency(ctx, "op25b fast path")
+        return {"flood": flood, "allowed": allowed, "latency": lat}
+    finally:
+        op.stop()
+
+
+# ------------------------------------------------------------------ report
+
+
+def _num(r: dict[str, Any], *path: str) -> float | None:
+    cur: Any = r
+    for p in path:
+        if not isinstance(cur, dict) or p not in cur:
+            return None
+        cur = cur[p]
+    return float(cur) if isinstance(cur, int | float) else None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a is not None and b else None
+
+
+def summarise(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of the table: measurement, value, target, pass, what limits it."""
+    fl = r["flood"]
+    op = _num(fl, "op25b", "handled_pps")
+    cache = _num(fl, "op25b_cache", "handled_pps")
+    bare_a = _num(fl, "bare_accept", "handled_pps")
+    bare_d = _num(fl, "bare_drop", "handled_pps")
+    kdrop = _num(fl, "kernel_drop", "handled_pps")
+    fast = _num(fl, "op25b_fast_path", "handled_pps")
+    w1 = _num(r["workers"], "1", "handled_pps")
+    w2 = _num(r["workers"], "2", "handled_pps")
+    lost_fp = _num(r["allowed"], "fast_path", "lost_in_rtr")
+    lost_nofp = _num(r["allowed"], "no_fast_path", "lost_in_rtr")
+    pause = _num(r, "reload", "max_gap_ms")
+    rss = max(
+        (
+            v
+            for k in ("after_start", "after_floods", "after_reload")
+            for v in [_num(r["memory"], k, "VmRSS")]
+            if v is not None
+        ),
+        default=None,
+    )
+    hwm = _num(r["memory"], "after_reload", "VmHWM")
+    lat = r["latency"]
+    rows: list[dict[str, Any]] = []
+
+    def row(name: str, value: Any, target: str, ok: bool | None, limit: str) -> None:
+        rows.append({"measure": name, "value": value, "target": target, "pass": ok, "limit": limit})
+
+    for key, label in (
+        ("kernel_drop", "(d) kernel DROP"),
+        ("bare_accept", "(c) bare consumer, accept"),
+        ("bare_drop", "(c') bare consumer, drop"),
+        ("op25b", "(a) op25b, 1M policy, log on"),
+        ("op25b_cache", "(b) op25b + block cache"),
+        ("op25b_fast_path", "(e) op25b + fast path"),
+    ):
+        v = _num(fl, key, "handled_pps")
+        lost = sum(x.get("queue_overflow_lost", 0) for x in fl.get(key, {}).get("rounds", []))
+        row(f"handled SYN/s {label}", v, "", None, f"queue overflow lost {lost:,}" if lost else "")
+    a = _ratio(op, bare_a)
+    row(
+        "op25b / bare(accept)",
+        a,
+        ">= 0.90",
+        a is not None and a >= 0.9,
+        "per-packet Python (parse+decide+count+abuse) on one core; 1 recv + 1 verdict syscall each",
+    )
+    row("op25b / bare(drop)", _ratio(op, bare_d), "(same verdict)", None, "")
+    c = _ratio(cache, kdrop)
+    row(
+        "op25b+cache / kernel DROP",
+        c,
+        ">= 0.90",
+        c is not None and c >= 0.9,
+        "first SYN per bot still queued; cache fill speed (ipset add per blocked source)",
+    )
+    row(
+        "allowed lost, no fast path",
+        lost_nofp,
+        "(info)",
+        None,
+        "allowed SYNs share the queue with the flood: lost when it overflows",
+    )
+    row(
+        "allowed lost, fast path",
+        lost_fp,
+        "0",
+        lost_fp == 0 if lost_fp is not None else None,
+        "MTA/allow sets accept in the kernel before the queue",
+    )
+    for key, label in (
+        ("no_filter", "no rules"),
+        ("op25b", "op25b (queued)"),
+        ("op25b_fast_path", "op25b fast path"),
+    ):
+        med, p99 = _num(lat, key, "median_ms"), _num(lat, key, "p99_ms")
+        row(f"connect ms median/p99, {label}", f"{med}/{p99}", "", None, "")
+    row(
+        "workers 2 / workers 1 (unpinned)",
+        _ratio(w2, w1),
+        "(info)",
+        None,
+        "--queue-cpu-fanout picks the queue by the enqueuing CPU: one generator CPU = one busy queue",
+    )
+    row(
+        "reload seconds at full size",
+        _num(r, "reload", "reload_s"),
+        "",
+        None,
+        "YAML load + compile + ipset restore of the whole pool",
+    )
+    row(
+        "reload: longest verdict pause ms",
+        pause,
+        "<= 50",
+        pause is not None and pause <= 50,
+        "reload thread holds the GIL in long C calls (sorting/compiling); the loop waits",
+    )
+    row(
+        "daemon RSS MB (max seen) / HWM",
+        f"{rss}/{hwm}",
+        "< 300",
+        rss is not None and rss < 300,
+        "Policy objects + compiled tables + the reload's second copy",
+    )
+    return rows
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    """The compact table: one line per measurement."""
+    print("\n== results (targets next to measurements)")
+    print(f"{'measurement':<40}{'value':>16}  {'target':<15}{'ok':<5}limited by")
+    for row in rows:
+        v = row["value"]
+        if isinstance(v, float):
+            v = f"{v:,.3f}" if v < 10 else f"{v:,.0f}"
+        ok = {True: "yes", False: "NO", None: ""}[row["pass"]]
+        print(f"{row['measure']:<40}{v!s:>16}  {row['target']:<15}{ok:<5}{row['limit']}")
+
+
+# ------------------------------------------------------------------ main
+
+
+_MAIN_PID = os.getpid()
+
+
+def _sigterm_as_interrupt(signum: int, _frame: FrameType | None) -> None:
+    # pyroute2 forks helpers that inherit this handler: they must just exit.
+    if os.getpid() != _MAIN_PID:
+        os._exit(128 + signum)
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    quick = bool(args.quick)
+    return Settings(
+        quick=quick,
+        prefixes=args.prefixes or (100_000 if quick else 1_000_000),
+        bots=args.bots or (256 if quick else 1024),
+        flood_packets=args.flood_packets or (200_000 if quick else 1_000_000),
+        rounds=args.rounds or (2 if quick else 3),
+        stream_rate=args.stream_rate,
+        connects=args.connects or (100 if quick else 300),
+        block_cache=args.block_cache,
+        seed=args.seed,
+        profile=args.profile,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--quick", action="store_true", help="100k prefixes, smaller floods")
+    ap.add_argument("--prefixes", type=int, help="pool size (default 1M, quick 100k)")
+    ap.add_argument("--bots", type=int, help="distinct flood sources (default 1024, quick 256)")
+    ap.add_argument("--flood-packets", type=int, help="SYNs per flood (default 1M, quick 200k)")
+    ap.add_argument("--rounds", type=int, help="floods per variant (default 3, quick 2)")
+    ap.add_argument("--stream-rate", type=int, default=2000, help="allowed SYN/s (default 2000)")
+    ap.add_argument("--connects", type=int, help="connects per latency sample (300, quick 100)")
+    ap.add_argument("--block-cache", type=int, default=60, help="block_cache_timeout for (b)")
+    ap.add_argument("--seed", type=int, default=25)
+    ap.add_argument("--profile", action="store_true", help="py-spy the daemon during a flood")
+    ap.add_argument("--results", default=str(ROOT / "bench" / "results"))
+    args = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        print(
+            "bench_flood: needs root (namespaces, veths, firewall rules inside them)",
+            file=sys.stderr,
+        )
+        return 1
+    for tool in ("trafgen", "iptables-save", "ipset", "conntrack", "taskset", "timeout"):
+        if shutil.which(tool) is None:
+            print(
+                f"bench_flood: {tool} not found (scripts/bootstrap.sh installs it)", file=sys.stderr
+            )
+            return 1
+    s = settings_from(args)
+    results_dir = Path(args.results)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    print(
+        f"bench_flood: {'quick' if s.quick else 'full'} run, {s.prefixes:,} prefixes, "
+        f"{s.bots} bots, {s.flood_packets:,} SYNs x {s.rounds} rounds per variant; "
+        f"{os.cpu_count()} CPUs, kernel {platform.release()}",
+        flush=True,
+    )
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    t0 = time.monotonic()
+    with (
+        tempfile.TemporaryDirectory(prefix="op25b-flood-") as tmpd,
+        lab_session(prefix="op25bf") as lab,
+        SyslogReceiver() as syslog,
+    ):
+        tmp = Path(tmpd)
+        ctx = Ctx(lab, tmp, s, syslog)
+        ctx.pool = tmp / "pool.txt"
+        n4 = F.write_pool(ctx.pool, s.prefixes)
+        bots = F.pick_bots(n4, s.bots, s.seed)
+        F.prepare_lab(lab.rtr, lab.isp, lab.net)
+        ctx.flood_cfg = F.flood_config(
+            tmp / "flood.cfg", F.mac_of(lab.rtr, "to-bot"), F.mac_of(lab.bot, "eth0"), bots
+        )
+        ctx.stream_cfg = F.stream_config(
+            tmp / "stream.cfg", F.mac_of(lab.rtr, "to-res"), F.mac_of(lab.res, "eth0")
+        )
+        print(f"lab {lab.name} ready; pool {s.prefixes:,} prefixes in {tmp}", flush=True)
+        results = run_all(ctx, results_dir, stamp)
+        notes = ctx.notes
+    rows = summarise(results)
+    doc = {
+        "when": stamp,
+        "settings": asdict(s),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "kernel": platform.release(),
+            "python": platform.python_version(),
+        },
+        "targets": TARGETS,
+        "wall_s": round(time.monotonic() - t0, 1),
+        "results": results,
+        "summary": rows,
+        "notes": notes,
+    }
+    out = results_dir / f"flood-{stamp}.json"
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    print_table(rows)
+    for n in notes:
+        print(f"note: {n}")
+    print(f"\nfull results: {out} (wall {doc['wall_s']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""Tests for op25b.engine.Enforcer: raw packet bytes in, queue verdict out, with real
+Counters and AbuseAggregator and no kernel. Packets are built with ``struct`` so
+these tests do not need scapy."""
+
+from __future__ import annotations
+
+import struct
+from datetime import UTC, datetime
+
+import pytest
+from builders import addr, make_compiled
+
+from op25b.abuselog import AbuseAggregator
+from op25b.counters import Counters
+from op25b.decide import Reason, Verdict
+from op25b.engine import Enforcer
+from op25b.matcher import CompiledPolicy
+from op25b.model import Action
+from op25b.nfq import VERDICT_ACCEPT, VERDICT_DROP, VERDICT_REJECT
+from op25b.packet import MAX_EXTENSION_HEADERS, PacketError, parse
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+SYN, ACK = 0x02, 0x10
+RES, BIZ, BOT = "100.64.0.10", "198.51.100.10", "100.64.0.66"
+MX, MX2, MTA = "192.0.2.25", "192.0.2.26", "203.0.113.25"
+RES6, BIZ6, MX6 = "2001:db8:100::10", "2001:db8:b00::10", "2001:db8:ff::25"
+
+
+def tcp(sport: int, dport: int, flags: int) -> bytes:
+    # sport, dport, seq, ack, data offset 5 (<<4), flags, window, checksum, urgent
+    return struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 5 << 4, flags, 65535, 0, 0)
+
+
+def v4(src: str, dst: str, dport: int = 25, flags: int = SYN, sport: int = 40000) -> bytes:
+    seg = tcp(sport, dport, flags)
+    s, d = addr(src)[1], addr(dst)[1]
+    return struct.pack("!BBHHHBBHII", 0x45, 0, 20 + len(seg), 0, 0, 64, 6, 0, s, d) + seg
+
+
+def v6(src: str, dst: str, dport: int = 25, flags: int = SYN, ext: int = 0) -> bytes:
+    """IPv6 SYN whose TCP header sits behind ``ext`` destination-options headers."""
+    seg = tcp(40000, dport, flags)
+    chain = b""
+    for i in range(ext):
+        nxt = 60 if i < ext - 1 else 6
+        chain += struct.pack("!BB6x", nxt, 0)  # 8 bytes, no options (padding)
+    first = 60 if ext else 6
+    s, d = addr(src)[1].to_bytes(16, "big"), addr(dst)[1].to_bytes(16, "big")
+    hdr = struct.pack("!IHBB", 6 << 28, len(chain) + len(seg), first, 64) + s + d
+    return hdr + chain + seg
+
+
+def enforcer(action: Action = Action.DROP, on_error: int = VERDICT_ACCEPT) -> Enforcer:
+    e = Enforcer(make_compiled(action=action), Counters(), AbuseAggregator(), on_error)
+    e.set_clock(NOW)
+    return e
+
+
+def snap(e: Enforcer) -> dict[str, object]:
+    s = e.counters.snapshot(0.0)
+    return {
+        "packets": s.packets,
+        "verdicts": {k: v for k, v in s.verdicts.items() if v},
+        "reasons": {k: v for k, v in s.reasons.items() if v},
+        "parse_errors": s.parse_errors,
+        "undecidable": s.undecidable,
+    }
+
+
+def test_packet_builders_produce_what_parse_reads() -> None:
+    p = parse(v4(RES, MX, 25, SYN))
+    assert (p.version, p.src, p.dst, p.dport, p.flags) == (4, addr(RES)[1], addr(MX)[1], 25, SYN)
+    p = parse(v6(RES6, MX6, 25, SYN, ext=3))
+    assert (p.version, p.src, p.dst, p.dport) == (6, addr(RES6)[1], addr(MX6)[1], 25)
+
+
+@pytest.mark.parametrize(
+    ("action", "verdict_int", "verdict"),
+    [
+        (Action.DROP, VERDICT_DROP, Verdict.DROP),
+        (Action.REJECT, VERDICT_REJECT, Verdict.REJECT),
+        (Action.MONITOR, VERDICT_ACCEPT, Verdict.MONITOR),
+    ],
+)
+def test_blocked_syn_verdict_counts_and_new_source_once(
+    action: Action, verdict_int: int, verdict: Verdict
+) -> None:
+    e = enforcer(action)
+    assert e.handle(v4(BOT, MX)) == verdict_int
+    assert snap(e) == {
+        "packets": 1,
+        "verdicts": {verdict.value: 1},
+        "reasons": {"blocked": 1},
+        "parse_errors": 0,
+        "undecidable": 0,
+    }
+    assert len(e.new_sources) == 1
+    pkt, d = e.new_sources[0]
+    assert (pkt.src, pkt.dst) == (addr(BOT)[1], addr(MX)[1])
+    assert (d.verdict, d.reason, d.plan) == (verdict, Reason.BLOCKED, "residential")
+    # the same source again, to another MX and as a bare ACK: counted, not new again
+    assert e.handle(v4(BOT, MX2)) == verdict_int
+    assert e.handle(v4(BOT, MX, flags=ACK)) == verdict_int
+    assert len(e.new_sources) == 1
+    assert snap(e)["reasons"] == {"blocked": 3}
+    # a second blocked source is new
+    assert e.handle(v6(RES6, MX6)) == verdict_int
+    assert len(e.new_sources) == 2
+    assert e.new_sources[1][0].version == 6
+
+
+def test_accepted_packets_are_counted_and_never_new_sources() -> None:
+    e = enforcer(Action.REJECT, on_error=VERDICT_DROP)
+    assert e.handle(v4(RES, MTA)) == VERDICT_ACCEPT
+    assert e.handle(v4(BIZ, MX)) == VERDICT_ACCEPT
+    assert e.handle(v4(MTA, MX)) == VERDICT_ACCEPT
+    assert e.handle(v6(BIZ6, MX6)) == VERDICT_ACCEPT
+    assert e.new_sources == []
+    assert snap(e)["reasons"] == {"provider_mta": 1, "exempt_plan": 2, "not_subscriber": 1}
+
+
+def test_blocked_sources_reach_the_aggregator() -> None:
+    e = enforcer()
+    for dst in (MX, MX2, MX):
+        e.handle(v4(BOT, dst))
+    records = e.aggregator.flush_all(e.wall + 1)
+    assert len(records) == 1
+    rec = records[0].as_dict()
+    assert rec["packets"] == 3
+    assert rec["distinct_destinations"] == 2
+
+
+@pytest.mark.parametrize("on_error", [VERDICT_ACCEPT, VERDICT_DROP])
+@pytest.mark.parametrize(
+    "garbage",
+    [b"", b"\x45", b"\xff" * 60, bytes(19), b"\x60" + bytes(30)],
+    ids=["empty", "one-byte", "version-15", "short-v0", "short-v6"],
+)
+def test_garbage_counts_a_parse_error_and_gets_on_error(on_error: int, garbage: bytes) -> None:
+    e = enforcer(Action.REJECT, on_error=on_error)
+    assert e.handle(garbage) == on_error
+    assert snap(e) == {
+        "packets": 1,
+        "verdicts": {},
+        "reasons": {},
+        "parse_errors": 1,
+        "undecidable": 0,
+    }
+    assert e.new_sources == []
+
+
+def test_deep_extension_chain_is_still_decided_on_addresses() -> None:
+    deep = MAX_EXTENSION_HEADERS + 1
+    with pytest.raises(PacketError, match="too long"):
+        parse(v6(RES6, MX6, ext=deep))
+    # on_error would give the opposite answer in both cases, so the verdict must come
+    # from the policy: a residential bot cannot hide its SYN behind 9 headers ...
+    e = enforcer(Action.REJECT, on_error=VERDICT_ACCEPT)
+    assert e.handle(v6(RES6, MX6, ext=deep)) == VERDICT_REJECT
+    # ... and a business subscriber is not dropped because of them
+    e2 = enforcer(Action.DROP, on_error=VERDICT_DROP)
+    assert e2.handle(v6(BIZ6, MX6, ext=deep)) == VERDICT_ACCEPT
+    assert e2.handle(v6(RES6, "2001:db8:25::25", ext=deep)) == VERDICT_ACCEPT  # provider MTA
+    for x in (e, e2):
+        assert snap(x)["parse_errors"] == x.counters.snapshot(0).packets
+    # one header fewer parses normally and is counted as a decision
+    e3 = enforcer(Action.REJECT, on_error=VERDICT_ACCEPT)
+    assert e3.handle(v6(RES6, MX6, ext=MAX_EXTENSION_HEADERS)) == VERDICT_REJECT
+    assert snap(e3)["reasons"] == {"blocked": 1}
+
+
+def test_unparsable_v4_is_decided_on_addresses() -> None:
+    # a truncated TCP header behind a valid IPv4 header
+    raw = v4(BOT, MX)[:26]
+    with pytest.raises(PacketError):
+        parse(raw)
+    assert enforcer(Action.DROP, on_error=VERDICT_ACCEPT).handle(raw) == VERDICT_DROP
+    raw = v4(BIZ, MX)[:26]
+    assert enforcer(Action.DROP, on_error=VERDICT_DROP).handle(raw) == VERDICT_ACCEPT
+
+
+def _boom(self: CompiledPolicy, version: int, addr: int) -> None:
+    raise RuntimeError("simulated bug in the matcher")
+
+
+@pytest.mark.parametrize("on_error", [VERDICT_ACCEPT, VERDICT_DROP])
+def test_decide_raising_counts_undecidable_and_gets_on_error(
+    monkeypatch: pytest.MonkeyPatch, on_error: int
+) -> None:
+    e = enforcer(Action.REJECT, on_error=on_error)
+    # CompiledPolicy is frozen, so patch the method on the class (undone after the test)
+    monkeypatch.setattr(CompiledPolicy, "plan_of", _boom)
+    assert e.handle(v4(BOT, MX)) == on_error
+    assert e.handle(v6(RES6, MX6)) == on_error
+    assert snap(e) == {
+        "packets": 2,
+        "verdicts": {},
+        "reasons": {},
+        "parse_errors": 0,
+        "undecidable": 2,
+    }
+    assert e.new_sources == []
+    # decisions made before the source lookup are unaffected
+    assert e.handle(v4(BOT, MTA)) == VERDICT_ACCEPT
+    assert e.handle(v4(BOT, MX, dport=587)) == VERDICT_ACCEPT
+    assert snap(e)["reasons"] == {"provider_mta": 1, "not_guarded": 1}
+    # and the address fallback for unparsable packets also ends in on_error
+    assert e.handle(v6(RES6, MX6, ext=MAX_EXTENSION_HEADERS + 1)) == on_error
+
+
+def test_set_clock_drives_exemption_expiry() -> None:
+    compiled = make_compiled(exemptions=[("100.64.7.7/32", datetime(2027, 2, 1, tzinfo=UTC))])
+    e = Enforcer(compiled, Counters(), AbuseAggregator(), VERDICT_DROP)
+    e.set_clock(datetime(2027, 1, 31, 23, 59, tzinfo=UTC))
+    assert e.handle(v4("100.64.7.7", MX)) == VERDICT_ACCEPT
+    e.set_clock(datetime(2027, 2, 1, tzinfo=UTC))
+    assert e.wall == datetime(2027, 2, 1, tzinfo=UTC).timestamp()
+    assert e.handle(v4("100.64.7.7", MX)) == VERDICT_DROP
+    assert snap(e)["reasons"] == {"exemption": 1, "blocked": 1}
