@@ -61,12 +61,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--count", type=int, default=300)
     ap.add_argument("--interval", type=float, default=0.0, help="pause between probes (s)")
     ap.add_argument("--timeout", type=float, default=2.0)
+    ap.add_argument("--warmup", type=int, default=0, help="unrecorded connects first")
     ap.add_argument("--until-signal", action="store_true")
     ap.add_argument("--max-seconds", type=float, default=600.0, help="hard bound")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, _on_term)
     samples: list[tuple[float, float | None, str]] = []
     deadline = time.monotonic() + args.max_seconds
+    # First connects pay for neighbour resolution and cold caches, not the firewall.
+    for _ in range(args.warmup):
+        probe(args.src, args.dst, args.port, args.timeout)
     while not _stop and time.monotonic() < deadline:
         if not args.until_signal and len(samples) >= args.count:
             break

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from op25b.netns import popen_in
+from op25b.netns import child_env, popen_in
 
 _SD_PARAM = re.compile(r'([A-Za-z0-9_.-]+)="((?:[^"\\]|\\.)*)"')
 
@@ -29,7 +29,7 @@ class LabRunError(RuntimeError):
     """The daemon did not do what was awaited in time."""
 
 
-class _Lines:
+class AwaitableLines:
     """Lines collected by a reader thread, awaitable with a condition variable."""
 
     def __init__(self) -> None:
@@ -70,14 +70,6 @@ class _Lines:
                 self._cond.wait(remaining)
 
 
-def _child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
 class DaemonProcess:
     """``op25b run`` in a namespace; stderr lines are collected and awaitable."""
 
@@ -90,9 +82,9 @@ class DaemonProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
-            env=_child_env(),
+            env=child_env(),
         )
-        self.lines = _Lines()
+        self.lines = AwaitableLines()
         self._thread = threading.Thread(target=self._drain, daemon=True)
         self._thread.start()
 
@@ -149,7 +141,7 @@ class SyslogReceiver:
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._sock.bind(self.path)
         os.chmod(self.path, 0o666)
-        self.lines = _Lines()
+        self.lines = AwaitableLines()
         self._thread = threading.Thread(target=self._drain, daemon=True)
         self._thread.start()
 

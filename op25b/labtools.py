@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import errno
 import json
-import os
 import selectors
 import signal
 import socket
@@ -35,10 +34,9 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
-from op25b.netns import popen_in, run_in
+from op25b.netns import child_env, popen_in, run_in, stop_process
 
 Outcome = Literal["connected", "timeout", "refused", "unreachable", "error"]
 READY = "READY"
@@ -89,16 +87,6 @@ class ConnectResult:
 # --- subprocess plumbing ------------------------------------------------------------------
 
 
-def _child_env() -> dict[str, str]:
-    # The child must import this package even when it is not installed (tests run from
-    # a checkout), so put the checkout first on its path.
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
 def _tool_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "op25b.labtools", *args]
 
@@ -142,13 +130,7 @@ class Listener:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Terminate the listener and reap it (idempotent)."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout)
+        stop_process(self.proc, timeout)
         self._thread.join(timeout)
 
     def __enter__(self) -> Listener:
@@ -180,7 +162,7 @@ def start_listener(
             stdout=subprocess.PIPE,
             stderr=errf,
             text=True,
-            env=_child_env(),
+            env=child_env(),
         )
         line = _await_ready(proc, ready_timeout)
         if not line.startswith(READY):
@@ -231,7 +213,7 @@ def probe_many(
         _tool_argv(*args),
         capture_output=True,
         text=True,
-        env=_child_env(),
+        env=child_env(),
         timeout=budget,
         check=False,
     )

@@ -56,8 +56,8 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
-from op25b.labrun import LabRunError, _child_env, _Lines
-from op25b.netns import popen_in
+from op25b.labrun import AwaitableLines, LabRunError
+from op25b.netns import child_env, popen_in, stop_process
 
 READY = "READY"
 Event = dict[str, Any]
@@ -142,7 +142,7 @@ class MailServer:
         self.name = name
         self.proc = proc
         self.log = log  # the child's stderr (aiosmtpd's own logging)
-        self.lines = _Lines()
+        self.lines = AwaitableLines()
         self._thread = _start_drain(proc, self.lines)
 
     def events(self, kind: str | None = None) -> list[Event]:
@@ -171,13 +171,7 @@ class MailServer:
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM, wait, reap (idempotent)."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout)
+        stop_process(self.proc, timeout)
         self._thread.join(timeout)
 
     def __enter__(self) -> MailServer:
@@ -187,7 +181,7 @@ class MailServer:
         self.stop()
 
 
-def _start_drain(proc: subprocess.Popen[str], lines: _Lines) -> threading.Thread:
+def _start_drain(proc: subprocess.Popen[str], lines: AwaitableLines) -> threading.Thread:
     def drain() -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -207,7 +201,7 @@ def start_server(
     argv = [sys.executable, "-m", "op25b.mailservers", *config.argv()]
     with log.open("w") as errf:  # the child keeps its own copy of the descriptor
         proc: subprocess.Popen[str] = popen_in(
-            ns, argv, stdout=subprocess.PIPE, stderr=errf, text=True, env=_child_env()
+            ns, argv, stdout=subprocess.PIPE, stderr=errf, text=True, env=child_env()
         )
     server = MailServer(ns, name, proc, log)
     try:

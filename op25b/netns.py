@@ -151,3 +151,27 @@ def terminate_netns_processes(ns: str, grace: float = 3.0) -> list[int]:
     if stubborn and _wait_gone(stubborn, time.monotonic() + grace):
         raise NetnsError(f"processes in {ns} survived SIGKILL: {stubborn}")
     return pids
+
+
+def child_env() -> dict[str, str]:
+    """Environment for op25b subprocesses started in a namespace.
+
+    The child must import this package even when it is not installed (tests and the
+    demo run from a checkout), so the checkout goes first on its path.
+    """
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
+    """SIGTERM, wait, SIGKILL if it does not go; idempotent."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
