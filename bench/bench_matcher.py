@@ -174,8 +174,8 @@ def make_policy(v4: Iterable[tuple[int, int]], v6: Iterable[tuple[int, int]]) ->
     chunk = -(-len(all_prefixes) // 3)
     for k, name in enumerate(("residential", "mobile", "business-static")):
         items = tuple(all_prefixes[k * chunk : (k + 1) * chunk])
-        plist = PrefixList(
-            prefixes=items,
+        plist = PrefixList.build(
+            items,
             files=(f"pools/{name}.txt",),
             file_index=bytes(len(items)),
             lines=array("I", range(1, len(items) + 1)),

@@ -82,10 +82,16 @@ class Enforcer:
     def _decide_unparsable(self, payload: bytes) -> int:
         # The kernel only queues TCP to guarded ports, so a packet whose TCP header we
         # cannot reach is still decidable on its addresses; on_error covers the rest.
+        # It stays counted as a parse error (not twice as a decision), but a blocked
+        # one goes to the abuse log: a bot dressing up its SYNs is still a bot.
         try:
             version, src, dst = parse_addresses(payload)
             port = min(self.compiled.guarded)
             d = decide_addresses(self.compiled, version, src, dst, port, self.now)
         except Exception:
             return self.on_error
+        if d.reason is Reason.BLOCKED and self.aggregator.observe(
+            version, src, dst, port, d.plan, d.verdict, d.rule, self.wall
+        ):
+            self.new_sources.append((Packet(version, src, dst, 0, port, 0), d))
         return _VERDICT_INT[d.verdict]

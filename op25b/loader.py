@@ -261,7 +261,10 @@ class _PlanBuild:
     location: Location
     base: int  # global index of the plan's first prefix, across all plans
     inline_count: int = 0
-    prefixes: list[Prefix] = field(default_factory=list)
+    # The plan's prefixes as columns (see PrefixList): no object per prefix.
+    versions: bytearray = field(default_factory=bytearray)
+    networks: list[int] = field(default_factory=list)
+    lengths: bytearray = field(default_factory=bytearray)
     files: list[str] = field(default_factory=list)
     file_index: bytearray = field(default_factory=bytearray)
     lines: array[int] = field(default_factory=lambda: array("I"))
@@ -271,7 +274,7 @@ class _PlanBuild:
 
     def add_keys(self, versions: list[int], values: list[int], lengths: list[int]) -> None:
         """Record sort keys for prefixes just appended (the last len(values) ones)."""
-        first = self.base + len(self.prefixes) - len(values)
+        first = self.base + len(self.networks) - len(values)
         rows = zip(versions, values, lengths, range(first, first + len(values)), strict=True)
         if 6 not in versions:  # the common single-family pool file: no filtering pass
             self.keys[4].extend([(((v << 8) | n) << 32) | g for _, v, n, g in rows])
@@ -665,26 +668,30 @@ class _Walker:
                 item_path = f"{path}.prefixes[{i}]"
                 prefix = self.prefix(item, item_path)
                 mark = item.start_mark
-                build.prefixes.append(prefix)
+                build.versions.append(prefix.version)
+                build.networks.append(prefix.network)
+                build.lengths.append(prefix.length)
                 build.lines.append(mark.line + 1)
                 build.cols.append(mark.column + 1)
                 build.add_keys([prefix.version], [prefix.network], [prefix.length])
-            build.inline_count = len(build.prefixes)
+            build.inline_count = len(build.networks)
             build.file_index.extend(bytes(build.inline_count))
         if "prefixes_file" in keys:
             file_node = keys["prefixes_file"][1]
             self.pool_file(build, file_node, f"{path}.prefixes_file")
-            if len(build.prefixes) == build.inline_count:
+            if len(build.networks) == build.inline_count:
                 where = f"{build.files[-1]} holds no prefixes"
                 self.fail(file_node, f"{path}.prefixes_file", f"plan {name!r} is empty: {where}")
-        elif not build.prefixes:
+        elif not build.networks:
             self.fail(keys["prefixes"][1], f"{path}.prefixes", f"plan {name!r} has no prefixes")
 
         self.plan_base.append(build.base)
-        self.exempt_flags.extend(bytes([build.exempt]) * len(build.prefixes))
+        self.exempt_flags.extend(bytes([build.exempt]) * len(build.networks))
         self.plan_builds.append(build)
         plist = PrefixList(
-            prefixes=tuple(build.prefixes),
+            versions=bytes(build.versions),
+            networks=tuple(build.networks),
+            lengths=bytes(build.lengths),
             files=tuple(build.files),
             file_index=bytes(build.file_index),
             lines=build.lines,
@@ -713,7 +720,9 @@ class _Walker:
             self.fail(node, path, "too many prefix files")
         build.files.append(shown)
         pool = _parse_pool_fast(text) or _parse_pool_careful(text, shown, path)
-        build.prefixes.extend(map(Prefix, pool.versions, pool.values, pool.lengths))
+        build.versions.extend(pool.versions)
+        build.networks.extend(pool.values)
+        build.lengths.extend(pool.lengths)
         build.lines.extend(pool.lines)
         build.cols.extend(pool.cols)
         build.file_index.extend(bytes([len(build.files) - 1]) * len(pool.lines))
@@ -893,7 +902,8 @@ class _Walker:
             path = f"plans.{build.name}.prefixes[{i}]"
         else:
             path = f"plans.{build.name}.prefixes_file"
-        return where, path, addr.prefix_text(build.prefixes[i])
+        prefix = Prefix(build.versions[i], build.networks[i], build.lengths[i])
+        return where, path, addr.prefix_text(prefix)
 
     def check_plan_overlaps(self) -> None:
         """Duplicate prefixes are errors; redundant ones are warnings.

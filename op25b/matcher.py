@@ -439,10 +439,12 @@ def _plan_indexes(plans: Sequence[Plan]) -> tuple[_PlanIndex, _PlanIndex]:
     plan_ids: dict[int, list[int]] = {4: [], 6: []}
     for pid, plan in enumerate(plans):
         before = {v: len(nets[v]) for v in (4, 6)}
-        for i, p in enumerate(plan.prefixes.prefixes):
-            v = p.version
-            nets[v].append(p.network)
-            lens[v].append(p.length)
+        pl = plan.prefixes
+        for i, (v, net, length) in enumerate(
+            zip(pl.versions, pl.networks, pl.lengths, strict=True)
+        ):
+            nets[v].append(net)
+            lens[v].append(length)
             local[v].append(i)
         for v in (4, 6):
             if len(nets[v]) > before[v]:

@@ -8,7 +8,7 @@ rule so a decision can name the policy line that made it.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -52,24 +52,55 @@ class Prefix:
 
 @dataclass(frozen=True, eq=False)
 class PrefixList:
-    """The prefixes of one plan, stored compactly.
+    """The prefixes of one plan, stored compactly as parallel arrays.
 
-    A plan may pull in a million pool prefixes from a ``prefixes_file``; one Location
-    object per prefix would cost ~100 MB, so positions are kept as parallel arrays
-    and a Location is built only when a decision names it.
+    A plan may pull in a million pool prefixes from a ``prefixes_file``; one ``Prefix``
+    and one ``Location`` object per prefix would cost well over 100 MB, so prefixes are
+    kept as (version, network, length) columns and positions as arrays, and objects
+    are built only when something asks for one (a decision naming its rule, say).
     """
 
-    prefixes: tuple[Prefix, ...]
+    versions: bytes
+    networks: tuple[int, ...]
+    lengths: bytes
     files: tuple[str, ...]  # file of prefix i is files[file_index[i]]
     file_index: bytes | tuple[int, ...]
     lines: tuple[int, ...] | object  # array('I') in practice; indexable ints
     cols: tuple[int, ...] | object
 
+    @classmethod
+    def build(
+        cls,
+        prefixes: Sequence[Prefix],
+        files: tuple[str, ...],
+        file_index: bytes | tuple[int, ...],
+        lines: tuple[int, ...] | object,
+        cols: tuple[int, ...] | object,
+    ) -> PrefixList:
+        """A PrefixList from Prefix objects (small policies, tests)."""
+        return cls(
+            bytes(p.version for p in prefixes),
+            tuple(p.network for p in prefixes),
+            bytes(p.length for p in prefixes),
+            files,
+            file_index,
+            lines,
+            cols,
+        )
+
     def __len__(self) -> int:
-        return len(self.prefixes)
+        return len(self.networks)
+
+    def __getitem__(self, i: int) -> Prefix:
+        return Prefix(self.versions[i], self.networks[i], self.lengths[i])
 
     def __iter__(self) -> Iterator[Prefix]:
-        return iter(self.prefixes)
+        return map(Prefix, self.versions, self.networks, self.lengths)
+
+    @property
+    def prefixes(self) -> tuple[Prefix, ...]:
+        """All prefixes as objects; builds them, so not for million-prefix hot paths."""
+        return tuple(self)
 
     def location(self, i: int) -> Location:
         """Where prefix ``i`` was written."""

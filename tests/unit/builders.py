@@ -76,8 +76,8 @@ def make_prefix_list(
     """A PrefixList whose prefix i sits at ``file:first_line+i:col``."""
     items = tuple(as_prefix(p) for p in prefixes)
     n = len(items)
-    return PrefixList(
-        prefixes=items,
+    return PrefixList.build(
+        items,
         files=(file,),
         file_index=bytes(n),
         lines=array("I", range(first_line, first_line + n)),

@@ -346,6 +346,11 @@ def test_agrees_with_scapy_when_it_parses(data: bytes) -> None:
     # Zero-fill stands in for what a copy range cut off: scapy wants a whole TCP
     # header, and both parsers ignore bytes past the declared length anyway.
     theirs = _scapy_fields(data + bytes(64))
+    if theirs is None:
+        # scapy also validates the option TLVs inside hop-by-hop/destination headers
+        # and gives up on a malformed one; the kernel's ip6tables (ipv6_find_hdr) does
+        # not, and queues the packet, so we must decide it from the header chain alone.
+        return
     if theirs != "AH":
         assert theirs == ours
 
