@@ -442,3 +442,53 @@ def test_fast_path_accepts_allowed_traffic_in_the_kernel(start, lab: Lab, tmp_pa
     c = r.final_counters()
     # Only the blocked attempt reached userspace.
     assert (c["accept"], c["reject"]) == ("0", "1")
+
+
+CRAFT = """
+import sys
+from scapy.all import IP, IPv6, TCP, send, conf
+conf.verb = 0
+src, dst = sys.argv[1], sys.argv[2]
+ip = IPv6(src=src, dst=dst) if ":" in src else IP(src=src, dst=dst)
+for flags in ("SF", "A", "", "FPU", "R", "SA"):
+    send(ip / TCP(sport=40000, dport=25, flags=flags, seq=1000, ack=1))
+"""
+CRAFTED = 6  # packets per run of CRAFT
+
+
+def arrived(lab: Lab, src: str) -> int:
+    """Packets from src to port 25 counted by a rule inside the MX namespace."""
+    cmd = "ip6tables" if ":" in src else "iptables"
+    out = run_in(
+        lab.net, [cmd, "-L", "INPUT", "-v", "-x", "-n"], capture_output=True, text=True, check=True
+    ).stdout
+    return sum(int(line.split()[0]) for line in out.splitlines() if src in line)
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_odd_tcp_flags_and_bare_acks_are_decided_too(
+    start, lab: Lab, tmp_path: Path, family: int
+) -> None:
+    """Not only textbook SYNs: SYN+FIN, bare ACK, NULL, XMAS, RST, SYN-ACK are decided."""
+    r = start(write_policy(tmp_path / "p.yaml", "drop"))
+    res, biz, mx = (
+        (L.RES_V4, L.BIZ_V4, L.NET_MX_V4) if family == 4 else (L.RES_V6, L.BIZ_V6, L.NET_MX_V6)
+    )
+    cmd = "iptables" if family == 4 else "ip6tables"
+    for src in (res, biz):
+        run_in(lab.net, [cmd, "-A", "INPUT", "-s", src, "-p", "tcp", "--dport", "25"], check=True)
+    try:
+        import sys
+
+        for ns, src in ((lab.res, res), (lab.biz, biz)):
+            run_in(ns, [sys.executable, "-c", CRAFT, src, mx], check=True, capture_output=True)
+        assert arrived(lab, res) == 0  # every crafted packet from the guarded subscriber stopped
+        assert arrived(lab, biz) == CRAFTED  # the exempt plan's all arrive
+        assert r.stop() == 0
+        c = r.final_counters()
+        assert (c["drop"], c["exempt_plan"]) == (str(CRAFTED), str(CRAFTED))
+    finally:
+        for src in (res, biz):
+            run_in(
+                lab.net, [cmd, "-D", "INPUT", "-s", src, "-p", "tcp", "--dport", "25"], check=False
+            )
