@@ -433,6 +433,7 @@ def reload_pause(ctx: Ctx, op: Op25b) -> dict[str, Any]:
     before = [s[1] * 1000 for s in samples if s[0] < t_hup and s[1] is not None]
     lat = [(samples[i][1] if samples[i][1] is not None else 3.0) * 1000 for i in during]
     gaps = [(ends[i] - ends[i - 1]) * 1000 for i in during if i > 0]
+    worst = max((i for i in during if i > 0), key=lambda i: ends[i] - ends[i - 1], default=None)
     seconds = None
     with contextlib.suppress(ValueError, IndexError):
         seconds = float(line.split(" in ")[-1].rstrip("s"))
@@ -445,6 +446,7 @@ def reload_pause(ctx: Ctx, op: Op25b) -> dict[str, Any]:
         "max_connect_ms": round(max(lat), 2) if lat else None,
         "p99_connect_ms": round(_pct(lat, 99), 2) if lat else None,
         "max_gap_ms": round(max(gaps), 2) if gaps else None,
+        "max_gap_at_s": round(ends[worst] - t_hup, 3) if worst is not None else None,
         "baseline_median_ms": round(statistics.median(before), 3) if before else None,
     }
     ctx.say(

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 from datetime import datetime
 
 from op25b.addr import format_address
@@ -70,7 +71,9 @@ def _ip_payloads(path: str) -> Iterator[tuple[float, bytes]]:
     except ImportError as e:  # pragma: no cover - install problem
         raise CaptureError(f"replay needs scapy: pip install 'op25b[replay]' ({e})") from e
     try:
-        reader = PcapReader(path)
+        # Any: scapy's annotations differ between releases (2.6 types the reader as
+        # yielding raw tuples); this is the one place we touch its objects.
+        reader: Any = PcapReader(path)
     except (OSError, Scapy_Exception) as e:
         raise CaptureError(f"{path}: cannot read capture: {e}") from e
     with reader:
