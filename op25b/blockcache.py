@@ -17,7 +17,9 @@ daemon that died.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from op25b.addr import format_address, parse_address
@@ -25,6 +27,11 @@ from op25b.decide import Decision
 from op25b.ipsets import parse_block_save, run_command, set_name
 
 _ROTATE_SUFFIX = "-old"
+# During a flood the queue socket never runs dry, so the loop cannot wait for the end
+# of a batch: newly blocked sources are pushed to the kernel once this many are
+# pending or the oldest has waited this long.
+_FLUSH_COUNT = 64
+_FLUSH_AGE = 0.005
 _HASHSIZE = 4096
 _MAXELEM = 1 << 20
 
@@ -46,6 +53,11 @@ class BlockCache:
         self.timeout = timeout
         self.cmd_prefix = tuple(cmd_prefix)
         self._pending: dict[tuple[int, int], Decision] = {}
+        self._pending_since = 0.0
+        # ipset runs as a subprocess; a worker thread waits for it so the verdict loop
+        # never blocks on fork/exec (one thread keeps the adds in order).
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="op25b-cache")
+        self._inflight: Future[None] | None = None
         # Sources in the live sets with the decision that put them there (plan, rule
         # and action for the abuse log) and the packet count already accounted.
         self._live: dict[tuple[int, int], Decision] = {}
@@ -59,31 +71,55 @@ class BlockCache:
         return len(self._live)
 
     def want(self, version: int, src: int, decision: Decision) -> None:
-        """Per-packet path: remember a blocked source to cache after this batch."""
+        """Per-packet path: remember a blocked source; pushed to the kernel soon."""
         key = (version, src)
-        if key not in self._live:
-            self._pending[key] = decision
+        if key in self._live or key in self._pending:
+            return
+        if not self._pending:
+            self._pending_since = time.monotonic()
+        self._pending[key] = decision
+        if (
+            len(self._pending) >= _FLUSH_COUNT
+            or time.monotonic() - self._pending_since >= _FLUSH_AGE
+        ):
+            self.flush()
 
     def flush(self) -> int:
-        """Add the batch's new sources in one ``ipset restore``; returns how many."""
+        """Hand pending sources to the ipset thread in one ``ipset restore``."""
         if not self._pending:
             return 0
-        lines = [
+        text = "".join(
             f"add {set_name('block', v)} {format_address(v, a)} timeout {self.timeout * 2}\n"
             for v, a in self._pending
-        ]
+        )
         batch, self._pending = self._pending, {}
-        try:
-            run_command(["ipset", "restore", "-exist"], self.cmd_prefix, "".join(lines))
-        except Exception as e:  # the daemon still decides these sources; keep going
-            self.errors += 1
-            self.last_error = str(e)
-            return 0
+        # Counted as live at once: until the add lands the daemon simply keeps deciding
+        # these sources itself, which is correct, only slower.
         for key, d in batch.items():
             self._live[key] = d
             self._seen.setdefault(key, 0)
         self.adds += len(batch)
+        self._inflight = self._io.submit(self._add, text)
         return len(batch)
+
+    def _add(self, text: str) -> None:
+        try:
+            run_command(["ipset", "restore", "-exist"], self.cmd_prefix, text)
+        except Exception as e:  # the daemon still decides these sources; keep going
+            self.errors += 1
+            self.last_error = str(e)
+
+    def _settle(self) -> None:
+        """Wait for adds in flight, so reads and rotations see them."""
+        self.flush()
+        if self._inflight is not None:
+            self._inflight.result()
+            self._inflight = None
+
+    def close(self) -> None:
+        """Stop the ipset thread (after what it has in hand)."""
+        self._settle()
+        self._io.shutdown(wait=True)
 
     def _read(self, names: dict[int, str]) -> dict[tuple[int, int], int]:
         counts: dict[tuple[int, int], int] = {}
@@ -110,6 +146,7 @@ class BlockCache:
         """Packets handled by the kernel since the last read, per source."""
         if not self._live:
             return []
+        self._settle()
         try:
             return self._hits(self._read({4: set_name("block", 4), 6: set_name("block", 6)}))
         except Exception as e:
@@ -119,6 +156,7 @@ class BlockCache:
 
     def rotate(self) -> list[CachedHits]:
         """Swap in empty sets, read the old ones' final counters, destroy them."""
+        self._settle()
         self.rotations += 1
         names = {v: set_name("block", v) for v in (4, 6)}
         olds = {v: n + _ROTATE_SUFFIX for v, n in names.items()}

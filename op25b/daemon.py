@@ -427,6 +427,7 @@ class Worker:
             # Rotate rather than read: after the swap the kernel no longer counts on
             # the old entries, so the final numbers are exact.
             self._account_cache(self.cache.rotate())
+            self.cache.close()
         code = 0
         if self.leader:
             for pid in self.followers:

@@ -4,6 +4,12 @@
 of I/O so it can be unit-tested and benchmarked without a kernel; everything slow
 (syslog lines for new sources, writing the abuse log) is queued here and done by the
 daemon loop between batches.
+
+Speed: a flood is many packets from few sources, and for a guarded port to a
+destination that is not a provider MTA the decision depends on the source alone
+(steps 3-6 of the fixed order). So those decisions are memoised per source; the memo
+is dropped when the policy changes, when an exemption expires (the next expiry instant
+is known), and when it grows past a bound. ``decide()`` itself stays pure.
 """
 
 from __future__ import annotations
@@ -17,6 +23,9 @@ from op25b.decide import Decision, Reason, Verdict, decide, decide_addresses
 from op25b.matcher import CompiledPolicy
 from op25b.nfq import VERDICT_ACCEPT, VERDICT_DROP, VERDICT_REJECT
 from op25b.packet import Packet, PacketError, parse, parse_addresses
+
+_MEMO_MAX = 1 << 18
+_V6_KEY = 1 << 130  # v4 and v6 sources share one memo dict; this bit keeps them apart
 
 _VERDICT_INT = {
     Verdict.ACCEPT: VERDICT_ACCEPT,
@@ -36,7 +45,9 @@ class Enforcer:
         aggregator: AbuseAggregator,
         on_error: int,
     ) -> None:
-        self.compiled = compiled
+        self._memo: dict[int, Decision] = {}
+        self._memo_until: datetime | None = None
+        self.compiled = compiled  # (a property: also resets the memo)
         self.counters = counters
         self.aggregator = aggregator
         self.on_error = on_error
@@ -51,10 +62,29 @@ class Enforcer:
         # added by the loop after the batch (one ipset call per batch, not per packet).
         self.cache: BlockCache | None = None
 
+    @property
+    def compiled(self) -> CompiledPolicy:
+        """The policy in force; assigning a new one (reload) drops the memo."""
+        return self._compiled
+
+    @compiled.setter
+    def compiled(self, compiled: CompiledPolicy) -> None:
+        self._compiled = compiled
+        self._guarded = compiled.guarded
+        self._reset_memo(getattr(self, "now", None) or datetime.now(UTC))
+
+    def _reset_memo(self, now: datetime) -> None:
+        self._memo = {}
+        # Source-only decisions change by themselves only when an exemption expires.
+        future = [e.expires for e in self._compiled.policy.exemptions if e.expires > now]
+        self._memo_until = min(future) if future else None
+
     def set_clock(self, now: datetime) -> None:
         """Called by the loop before each batch."""
         self.now = now
         self.wall = now.timestamp()
+        if self._memo_until is not None and now >= self._memo_until:
+            self._reset_memo(now)
 
     def handle(self, payload: bytes) -> int:
         """Verdict for one raw packet; never raises."""
@@ -64,7 +94,20 @@ class Enforcer:
             self.counters.record_parse_error()
             return self._decide_unparsable(payload)
         try:
-            d = decide(self.compiled, pkt, self.now)
+            if (
+                pkt.dport in self._guarded
+                and self._compiled.provider_mta(pkt.version, pkt.dst) is None
+            ):
+                key = pkt.src if pkt.version == 4 else pkt.src | _V6_KEY
+                memo = self._memo
+                d = memo.get(key)
+                if d is None:
+                    d = decide(self._compiled, pkt, self.now)
+                    if len(memo) >= _MEMO_MAX:
+                        memo.clear()
+                    memo[key] = d
+            else:
+                d = decide(self._compiled, pkt, self.now)
         except Exception:
             # A bug in deciding must not stop enforcement: count it, apply on_error.
             self.counters.record_undecidable()

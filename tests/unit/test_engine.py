@@ -217,3 +217,27 @@ def test_set_clock_drives_exemption_expiry() -> None:
     assert e.wall == datetime(2027, 2, 1, tzinfo=UTC).timestamp()
     assert e.handle(v4("100.64.7.7", MX)) == VERDICT_DROP
     assert snap(e)["reasons"] == {"exemption": 1, "blocked": 1}
+
+
+def test_source_memo_follows_exemption_expiry_and_reload() -> None:
+    """Memoised per-source decisions must not outlive an exemption or a policy."""
+    expires = datetime(2026, 1, 2, tzinfo=UTC)
+    e = Enforcer(
+        make_compiled(exemptions=[("100.64.7.7/32", expires)]),
+        Counters(),
+        AbuseAggregator(),
+        VERDICT_ACCEPT,
+    )
+    e.set_clock(datetime(2026, 1, 1, 23, 59, 59, tzinfo=UTC))
+    assert e.handle(v4("100.64.7.7", MX)) == VERDICT_ACCEPT
+    assert e.handle(v4("100.64.7.7", MX2)) == VERDICT_ACCEPT  # served from the memo
+    e.set_clock(expires)  # the exemption ends at this instant
+    assert e.handle(v4("100.64.7.7", MX)) == VERDICT_DROP
+    # A reload to a policy exempting the source again takes effect at once.
+    e.compiled = make_compiled(exemptions=[("100.64.7.7/32", datetime(2027, 1, 1, tzinfo=UTC))])
+    assert e.handle(v4("100.64.7.7", MX)) == VERDICT_ACCEPT
+    # The provider MTA is decided per destination, never from the source memo.
+    assert e.handle(v4(RES, MX)) == VERDICT_DROP
+    assert e.handle(v4(RES, MTA)) == VERDICT_ACCEPT
+    reasons = e.counters.snapshot(0.0).reasons
+    assert (reasons["exemption"], reasons["blocked"], reasons["provider_mta"]) == (3, 2, 1)
