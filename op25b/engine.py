@@ -45,16 +45,17 @@ class Enforcer:
         aggregator: AbuseAggregator,
         on_error: int,
     ) -> None:
+        # The loop refreshes these once per batch: one clock read per batch, not per
+        # packet, and decide() stays pure.
+        self.now = datetime.now(UTC)
+        self.wall = self.now.timestamp()
         self._memo: dict[int, Decision] = {}
+        self._memo_from = self.now
         self._memo_until: datetime | None = None
         self.compiled = compiled  # (a property: also resets the memo)
         self.counters = counters
         self.aggregator = aggregator
         self.on_error = on_error
-        # The loop refreshes these once per batch: one clock read per batch, not per
-        # packet, and decide() stays pure.
-        self.now = datetime.now(UTC)
-        self.wall = self.now.timestamp()
         # (packet, decision) of sources seen for the first time; the loop sends one
         # syslog NOTICE each and clears the list.
         self.new_sources: list[tuple[Packet, Decision]] = []
@@ -71,10 +72,11 @@ class Enforcer:
     def compiled(self, compiled: CompiledPolicy) -> None:
         self._compiled = compiled
         self._guarded = compiled.guarded
-        self._reset_memo(getattr(self, "now", None) or datetime.now(UTC))
+        self._reset_memo(self.now)
 
     def _reset_memo(self, now: datetime) -> None:
         self._memo = {}
+        self._memo_from = now
         # Source-only decisions change by themselves only when an exemption expires.
         future = [e.expires for e in self._compiled.policy.exemptions if e.expires > now]
         self._memo_until = min(future) if future else None
@@ -83,7 +85,8 @@ class Enforcer:
         """Called by the loop before each batch."""
         self.now = now
         self.wall = now.timestamp()
-        if self._memo_until is not None and now >= self._memo_until:
+        # Reset at the next expiry, and if the clock stepped back past the reset.
+        if (self._memo_until is not None and now >= self._memo_until) or now < self._memo_from:
             self._reset_memo(now)
 
     def handle(self, payload: bytes) -> int:
