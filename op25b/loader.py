@@ -45,6 +45,7 @@ from op25b.model import (
     SyslogConfig,
     SyslogTransport,
 )
+from op25b.slices import lines_in_slices, sort_in_slices
 
 __all__ = ["LoadResult", "PolicyError", "PolicyWarning", "load_policy", "load_policy_text"]
 
@@ -301,11 +302,15 @@ def _parse_pool_fast(text: str) -> _Pool | None:
     irregular line makes it give up and the careful path decides. Chunks keep the
     intermediate lists (three strings per line) from tripling peak memory.
     """
-    raw = text.split("\n")
     pool = _Pool([], [], [], [], [])
-    for first in range(0, len(raw), _POOL_CHUNK):
-        if not _parse_pool_chunk(raw[first : first + _POOL_CHUNK], first, pool):
-            return None
+    first = 0
+    # Sliced (not one text.split) so a reload thread never holds the interpreter for
+    # long; see op25b.slices.
+    for raw in lines_in_slices(text):
+        for offset in range(0, len(raw), _POOL_CHUNK):
+            if not _parse_pool_chunk(raw[offset : offset + _POOL_CHUNK], first + offset, pool):
+                return None
+        first += len(raw)
     return pool
 
 
@@ -918,7 +923,7 @@ class _Walker:
         redundant: list[tuple[int, int]] = []
         for version, width in ((4, 32), (6, 128)):
             keys = [k for build in self.plan_builds for k in build.keys[version]]
-            keys.sort()
+            sort_in_slices(keys)
             self.sorted[version] = _Sorted(width, keys)
             start = _first_nested(keys, width)
             if start is None:
@@ -939,7 +944,7 @@ class _Walker:
                     if flags[top_gidx] == flags[gidx]:
                         redundant.append((gidx, top_gidx))
                 stack.append((net + (1 << (width - (net_len & 0xFF))), net_len, gidx))
-        redundant.sort()
+        redundant.sort()  # only the redundant ones: few
         for gidx, parent in redundant[:MAX_REDUNDANT_LISTED]:
             where, path, text = self.describe(gidx)
             other_where, _, other_text = self.describe(parent)

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from itertools import accumulate, islice
 
 from op25b.model import Action, Exemption, Location, Plan, Policy
+from op25b.slices import sort_in_slices
 
 # Stride of one level: 64 bits is the widest key array('Q') holds, so IPv6 needs
 # exactly two levels and IPv4 one.
@@ -143,7 +144,7 @@ class PrefixTable:
         # real prefix starting at that key, so it overrides a real /stride there.
         for k, t in enumerate(groups):
             append(((t << len_bits | (stride + 1)) << index_bits) | (n + k))
-        keys.sort()
+        sort_in_slices(keys)  # not keys.sort(): a reload thread must not stall verdicts
         parents = array("i", [NO_MATCH]) * n
         bases = [NO_MATCH] * len(groups)
         starts, labels = _sweep(keys, stride, n, NO_MATCH, parents, bases)

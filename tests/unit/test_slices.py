@@ -1,0 +1,19 @@
+"""op25b.slices: the GIL-friendly helpers must behave exactly like the builtins."""
+
+from __future__ import annotations
+
+
+def test_slices_sort_and_split_like_the_builtins() -> None:
+    """The GIL-friendly helpers give exactly what list.sort() and str.split give."""
+    import random
+
+    from op25b.slices import SLICE, lines_in_slices, sort_in_slices
+
+    rng = random.Random(5)
+    items = [rng.getrandbits(80) for _ in range(SLICE * 3 + 17)]
+    expected = sorted(items)
+    sort_in_slices(items)
+    assert items == expected
+    text = "\n".join(f"line{i}" for i in range(50_000)) + "\n"
+    pieces = [line for chunk in lines_in_slices(text, size=4096) for line in chunk]
+    assert pieces == text.split("\n")
