@@ -192,6 +192,8 @@ def family_contents(policy: Policy, version: int, now: datetime) -> FamilySets:
     subs_flags = dict.fromkeys(plan_flags, False)
     _split_zero(subs_flags, width)
 
+    # Sorted for readable, deterministic restore text. A reload runs this in a forked
+    # child (op25b.daemon.in_child), so its long C calls never stall verdicts.
     return FamilySets(
         version=version,
         mta=tuple(mta),

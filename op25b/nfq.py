@@ -40,9 +40,19 @@ VERDICT_ACCEPT = 0
 VERDICT_DROP = 1
 VERDICT_REJECT = 2
 
+# At most this many packets per process() call. Under a flood the socket never runs
+# dry, and netfilterqueue's run(block=False) would then never return: no signals,
+# no watchdog, no counters. The kernel sends one netlink message per packet, so
+# stopping between callbacks leaves no packet half handled.
+MAX_BATCH = 2048
+
 # handler(payload) -> one of the VERDICT_* ints; it must not raise (the binding still
 # guards against it and applies ``on_error``).
 Handler = Callable[[bytes], int]
+
+
+class _BatchFull(Exception):
+    """Raised from the callback (after the verdict) to end one process() call."""
 
 
 class QueueBinding:
@@ -55,6 +65,7 @@ class QueueBinding:
         self._handler = handler
         self._on_error = on_error
         self.callback_errors = 0
+        self._batch = 0
         self._nfq = NetfilterQueue()
         self._nfq.bind(queue_num, self._callback, maxlen, COPY_PACKET, COPY_RANGE, SOCK_RCVBUF)
         self._sock = socket.fromfd(self._nfq.get_fd(), socket.AF_NETLINK, socket.SOCK_RAW)
@@ -66,9 +77,17 @@ class QueueBinding:
         """The netlink socket's fd, for select/poll."""
         return self._nfq.get_fd()
 
-    def process(self) -> None:
-        """Handle every packet already queued to us, without blocking."""
-        self._nfq.run(block=False)
+    def process(self) -> bool:
+        """Handle packets already queued to us, without blocking.
+
+        Returns True when it stopped at MAX_BATCH (more are probably waiting).
+        """
+        self._batch = 0
+        try:
+            self._nfq.run(block=False)
+        except _BatchFull:
+            return True
+        return False
 
     def close(self) -> None:
         """Unbind; the kernel then applies --queue-bypass (the fallback rules)."""
@@ -85,7 +104,10 @@ class QueueBinding:
             verdict = self._on_error
         if verdict == VERDICT_DROP:
             pkt.drop()
-            return
-        mark = pkt.get_mark() & ~MARK_MASK & 0xFFFFFFFF
-        pkt.set_mark(mark | (REJECT_MARK if verdict == VERDICT_REJECT else ACCEPT_MARK))
-        pkt.repeat()
+        else:
+            mark = pkt.get_mark() & ~MARK_MASK & 0xFFFFFFFF
+            pkt.set_mark(mark | (REJECT_MARK if verdict == VERDICT_REJECT else ACCEPT_MARK))
+            pkt.repeat()
+        self._batch += 1
+        if self._batch >= MAX_BATCH:
+            raise _BatchFull

@@ -153,8 +153,10 @@ def _queue_target(cfg: RuleConfig) -> str:
         target = f"-j NFQUEUE --queue-num {cfg.queue} --queue-bypass"
     else:
         last = cfg.queue + cfg.workers - 1
+        # Balanced by a hash of the addresses, not --queue-cpu-fanout: fanout follows
+        # the CPU that enqueues, and a router whose NIC steers a flood to one CPU (or
+        # a one-core generator, measured in bench/) would then use one worker only.
         target = f"-j NFQUEUE --queue-balance {cfg.queue}:{last} --queue-bypass"
-        target += " --queue-cpu-fanout"
     return target
 
 

@@ -335,7 +335,7 @@ def test_many_ports_and_workers() -> None:
     # inserted at 1 in reverse, so the first port chunk ends up first
     assert "--dports 2015,2016,2017,2018,2019 " in jumps[0]
     assert "--dports " + ",".join(map(str, range(2000, 2015))) + " " in jumps[1]
-    assert "-j NFQUEUE --queue-balance 4:6 --queue-bypass --queue-cpu-fanout" in _chain(
+    assert "-j NFQUEUE --queue-balance 4:6 --queue-bypass" in _chain(
         text, "mangle"
     )
 
