@@ -141,7 +141,10 @@ def trim_memory() -> None:
         pass
 
 
-def _dispose(holder: list[object]) -> None:
+def _dispose(holder: list[tuple[Policy, CompiledPolicy]]) -> None:
+    for policy, _ in holder:
+        for plan in policy.plans:
+            plan.prefixes.release()
     holder.clear()
     trim_memory()
 
@@ -349,7 +352,7 @@ class Worker:
             # Free the old policy off the verdict path: the holder list is its last
             # reference and the thread empties it, so the deallocation (and handing the
             # memory back) happens there.
-            holder: list[object] = [(self.policy, self.enforcer.compiled)]
+            holder = [(self.policy, self.enforcer.compiled)]
             self.policy = result.policy
             self.enforcer.compiled = result.compiled
             threading.Thread(target=_dispose, args=(holder,), name="op25b-free").start()

@@ -695,7 +695,7 @@ class _Walker:
         self.plan_builds.append(build)
         plist = PrefixList(
             versions=bytes(build.versions),
-            networks=tuple(build.networks),
+            networks=build.networks,
             lengths=bytes(build.lengths),
             files=tuple(build.files),
             file_index=bytes(build.file_index),

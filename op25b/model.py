@@ -61,7 +61,9 @@ class PrefixList:
     """
 
     versions: bytes
-    networks: tuple[int, ...]
+    # A list, not a tuple, only so that ``release`` can free it in slices; nothing
+    # mutates it otherwise.
+    networks: list[int]
     lengths: bytes
     files: tuple[str, ...]  # file of prefix i is files[file_index[i]]
     file_index: bytes | tuple[int, ...]
@@ -80,7 +82,7 @@ class PrefixList:
         """A PrefixList from Prefix objects (small policies, tests)."""
         return cls(
             bytes(p.version for p in prefixes),
-            tuple(p.network for p in prefixes),
+            [p.network for p in prefixes],
             bytes(p.length for p in prefixes),
             files,
             file_index,
@@ -101,6 +103,17 @@ class PrefixList:
     def prefixes(self) -> tuple[Prefix, ...]:
         """All prefixes as objects; builds them, so not for million-prefix hot paths."""
         return tuple(self)
+
+    def release(self, step: int = 1 << 16) -> None:
+        """Free the prefixes a slice at a time; the list is unusable afterwards.
+
+        Dropping a million-prefix policy at once is one C call that frees a million
+        ints while holding the interpreter (~50-90 ms without a verdict, measured);
+        the daemon disposes of a replaced policy this way instead.
+        """
+        nets = self.networks
+        while nets:
+            del nets[-step:]
 
     def location(self, i: int) -> Location:
         """Where prefix ``i`` was written."""

@@ -17,3 +17,21 @@ def test_slices_sort_and_split_like_the_builtins() -> None:
     text = "\n".join(f"line{i}" for i in range(50_000)) + "\n"
     pieces = [line for chunk in lines_in_slices(text, size=4096) for line in chunk]
     assert pieces == text.split("\n")
+
+
+def test_prefix_list_release_frees_everything() -> None:
+    from array import array
+
+    from op25b.model import Prefix, PrefixList
+
+    items = [Prefix(4, i << 8, 24) for i in range(70_000)]
+    pl = PrefixList.build(
+        items,
+        ("p.yaml",),
+        bytes(len(items)),
+        array("I", [1]) * len(items),
+        array("I", [1]) * len(items),
+    )
+    assert len(pl) == 70_000 and pl[5] == items[5]
+    pl.release(step=4096)
+    assert len(pl) == 0
