@@ -1,9 +1,11 @@
 """The YAML policy loader: policy text -> validated, typed ``model.Policy``.
 
 Owns the only ``import yaml`` in op25b, every check of policy format version 1
-(DESIGN.md §3), reading ``prefixes_file`` pool files, and the overlap analysis that
-turns a duplicate prefix into an error and a redundant prefix or a no-op exemption
-into a warning.
+(DESIGN.md §3), and reading ``prefixes_file`` pool files. Parsing a pool file's text
+is ``op25b.pools``; the whole-policy overlap analysis (a duplicate prefix is an error, a
+redundant prefix or a no-op exemption a warning) is ``op25b.overlap``. Neither knows
+YAML: this module hands them plain data and turns what they find into ``PolicyError``
+and ``PolicyWarning`` with the same locations.
 
 The file is *composed* (not loaded) so every value keeps its YAML mark; errors and
 warnings read ``file:line:col: key.path: message`` with 1-based line and column, the
@@ -16,16 +18,12 @@ import gc
 import math
 import os
 import re
-import socket
 import stat
-from array import array
-from bisect import bisect_left
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from itertools import accumulate
 from pathlib import Path
-from typing import NamedTuple, NoReturn
+from typing import NoReturn
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -45,7 +43,9 @@ from op25b.model import (
     SyslogConfig,
     SyslogTransport,
 )
-from op25b.slices import lines_in_slices, sort_in_slices
+from op25b.overlap import MAX_REDUNDANT_LISTED as MAX_REDUNDANT_LISTED  # a loader limit too
+from op25b.overlap import PlanBuild, check_overlaps
+from op25b.pools import PoolLineError, parse_pool, parse_prefix
 
 __all__ = ["LoadResult", "PolicyError", "PolicyWarning", "load_policy", "load_policy_text"]
 
@@ -74,12 +74,6 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
 _HOSTNAME = re.compile(
     r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
 )
-_PREFIX_LENGTHS = {str(n): n for n in range(129)}
-_LOW32 = 0xFFFFFFFF
-# A pool file nested wholesale under a plan prefix would otherwise produce a warning per
-# line; past this many, one summary warning says how many more there are.
-MAX_REDUNDANT_LISTED = 1000
-_POOL_CHUNK = 65536  # pool file lines parsed per batch
 _TIMESTAMP_CONSTRUCTOR = yaml.constructor.SafeConstructor()
 
 
@@ -253,133 +247,6 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-@dataclass
-class _PlanBuild:
-    """A plan while it is being assembled; positions kept compactly (see PrefixList)."""
-
-    name: str
-    exempt: bool
-    location: Location
-    base: int  # global index of the plan's first prefix, across all plans
-    inline_count: int = 0
-    # The plan's prefixes as columns (see PrefixList): no object per prefix.
-    versions: bytearray = field(default_factory=bytearray)
-    networks: list[int] = field(default_factory=list)
-    lengths: bytearray = field(default_factory=bytearray)
-    files: list[str] = field(default_factory=list)
-    file_index: bytearray = field(default_factory=bytearray)
-    lines: array[int] = field(default_factory=lambda: array("I"))
-    cols: array[int] = field(default_factory=lambda: array("I"))
-    # per IP version: ((network << 8 | length) << 32 | global index), for overlap checks
-    keys: dict[int, list[int]] = field(default_factory=lambda: {4: [], 6: []})
-
-    def add_keys(self, versions: list[int], values: list[int], lengths: list[int]) -> None:
-        """Record sort keys for prefixes just appended (the last len(values) ones)."""
-        first = self.base + len(self.networks) - len(values)
-        rows = zip(versions, values, lengths, range(first, first + len(values)), strict=True)
-        if 6 not in versions:  # the common single-family pool file: no filtering pass
-            self.keys[4].extend([(((v << 8) | n) << 32) | g for _, v, n, g in rows])
-            return
-        for version, v, n, g in rows:
-            self.keys[version].append((((v << 8) | n) << 32) | g)
-
-
-class _Pool(NamedTuple):
-    """A parsed pool file as parallel lists (no per-line objects but the Prefix)."""
-
-    lines: list[int]
-    cols: list[int]
-    versions: list[int]
-    values: list[int]
-    lengths: list[int]
-
-
-def _parse_pool_fast(text: str) -> _Pool | None:
-    """Parse a pool file whose lines are all well-formed, else None.
-
-    A million lines must load in seconds, so this runs as list comprehensions over C
-    string methods and inet_pton instead of a per-line Python loop with branches; any
-    irregular line makes it give up and the careful path decides. Chunks keep the
-    intermediate lists (three strings per line) from tripling peak memory.
-    """
-    pool = _Pool([], [], [], [], [])
-    first = 0
-    # Sliced (not one text.split) so a reload thread never holds the interpreter for
-    # long; see op25b.slices.
-    for raw in lines_in_slices(text):
-        for offset in range(0, len(raw), _POOL_CHUNK):
-            if not _parse_pool_chunk(raw[offset : offset + _POOL_CHUNK], first + offset, pool):
-                return None
-        first += len(raw)
-    return pool
-
-
-def _parse_pool_chunk(raw: list[str], first: int, pool: _Pool) -> bool:
-    """Append one chunk of lines (0-based line ``first`` onwards) to ``pool``."""
-    cleaned = [line.partition("#")[0].strip() for line in raw]
-    numbers = [i for i, c in enumerate(cleaned) if c]
-    parts = [cleaned[i].partition("/") for i in numbers]
-    versions = [6 if ":" in a else 4 for a, _, _ in parts]
-    pton, af4, af6, from_bytes = socket.inet_pton, socket.AF_INET, socket.AF_INET6, int.from_bytes
-    table = _PREFIX_LENGTHS
-    try:
-        values = [
-            from_bytes(pton(af6 if v == 6 else af4, a), "big")
-            for (a, _, _), v in zip(parts, versions, strict=True)
-        ]
-        lengths = [
-            table[n] if slash else (128 if v == 6 else 32)
-            for (_, slash, n), v in zip(parts, versions, strict=True)
-        ]
-    except (OSError, KeyError, ValueError):  # ValueError: NUL or surrogate characters
-        return False
-    for v, value, length in zip(versions, values, lengths, strict=True):
-        width = 128 if v == 6 else 32
-        if length > width or value & ((1 << (width - length)) - 1):
-            return False
-    pool.lines.extend([first + i + 1 for i in numbers])
-    pool.cols.extend([len(line) - len(line.lstrip()) + 1 for line in map(raw.__getitem__, numbers)])
-    pool.versions.extend(versions)
-    pool.values.extend(values)
-    pool.lengths.extend(lengths)
-    return True
-
-
-def _parse_pool_careful(text: str, shown: str, path: str) -> _Pool:
-    """Parse a pool file line by line; the first bad line is a PolicyError.
-
-    addr.parse_prefix decides and words every complaint, so pool files and inline
-    prefixes follow exactly the same rules.
-    """
-    pool = _Pool([], [], [], [], [])
-    for lineno, raw in enumerate(text.split("\n"), 1):
-        s = raw.partition("#")[0]
-        t = s.strip()
-        if not t:
-            continue
-        col = len(s) - len(s.lstrip()) + 1
-        try:
-            if any(c.isspace() for c in t):
-                raise ValueError(f"one prefix per line, got {t!r}")
-            prefix = _parse_prefix(t)
-        except ValueError as exc:
-            raise PolicyError(Location(shown, lineno, col), path, str(exc)) from None
-        pool.lines.append(lineno)
-        pool.cols.append(col)
-        pool.versions.append(prefix.version)
-        pool.values.append(prefix.network)
-        pool.lengths.append(prefix.length)
-    return pool
-
-
-@dataclass
-class _Sorted:
-    """One address family's plan prefixes as sorted ints: (net << 8 | len) << 32 | gidx."""
-
-    width: int
-    keys: list[int]
-
-
 # -------------------------------------------------------------------- the walker
 
 
@@ -391,10 +258,8 @@ class _Walker:
         self.base_dir = base_dir
         self.now = now
         self.warnings: list[PolicyWarning] = []
-        self.plan_builds: list[_PlanBuild] = []
-        self.plan_base: list[int] = []  # global index of each plan's first prefix
-        self.exempt_flags = bytearray()  # by global prefix index
-        self.sorted: dict[int, _Sorted] = {}
+        self.plan_builds: list[PlanBuild] = []
+        self.prefix_count = 0  # plan prefixes so far: the next plan's global base index
 
     # -- generic node helpers --------------------------------------------------
 
@@ -403,10 +268,17 @@ class _Walker:
         return Location(self.source, mark.line + 1, mark.column + 1)
 
     def fail(self, node: Node, path: str, message: str) -> NoReturn:
-        raise PolicyError(self.loc(node), path, message)
+        self.fail_at(self.loc(node), path, message)
 
     def warn(self, node: Node, path: str, message: str) -> None:
-        self.warnings.append(PolicyWarning(self.loc(node), path, message))
+        self.warn_at(self.loc(node), path, message)
+
+    # by location, for the checks that no longer hold a node (op25b.overlap)
+    def fail_at(self, where: Location, path: str, message: str) -> NoReturn:
+        raise PolicyError(where, path, message)
+
+    def warn_at(self, where: Location, path: str, message: str) -> None:
+        self.warnings.append(PolicyWarning(where, path, message))
 
     def check_tag(self, node: Node, path: str) -> None:
         expected = _MAP if isinstance(node, MappingNode) else _SEQ
@@ -599,9 +471,7 @@ class _Walker:
         exemptions = self.exemptions(exemption_nodes) if exemption_nodes is not None else ()
         daemon = self.daemon(top["daemon"][1]) if "daemon" in top else DaemonConfig()
 
-        self.check_plan_overlaps()
-        if exemption_nodes is not None:
-            self.check_exemption_effect(exemptions, exemption_nodes)
+        check_overlaps(self.plan_builds, exemptions, self.now, self.fail_at, self.warn_at)
 
         policy = Policy(
             source=self.source,
@@ -663,7 +533,7 @@ class _Walker:
         if "prefixes" not in keys and "prefixes_file" not in keys:
             self.fail(node, path, "missing required key 'prefixes' or 'prefixes_file'")
         exempt = self.boolean(keys["exempt"][1], f"{path}.exempt")
-        build = _PlanBuild(name, exempt, self.loc(key_node), base=len(self.exempt_flags))
+        build = PlanBuild(name, exempt, self.loc(key_node), base=self.prefix_count)
         build.files.append(self.source)
         if "prefixes" in keys:
             items_node = keys["prefixes"][1]
@@ -690,8 +560,7 @@ class _Walker:
         elif not build.networks:
             self.fail(keys["prefixes"][1], f"{path}.prefixes", f"plan {name!r} has no prefixes")
 
-        self.plan_base.append(build.base)
-        self.exempt_flags.extend(bytes([build.exempt]) * len(build.networks))
+        self.prefix_count += len(build.networks)
         self.plan_builds.append(build)
         plist = PrefixList(
             versions=bytes(build.versions),
@@ -707,11 +576,11 @@ class _Walker:
     def prefix(self, node: Node, path: str) -> Prefix:
         text = self.text(node, path, "a prefix")
         try:
-            return _parse_prefix(text)
+            return parse_prefix(text)
         except ValueError as exc:
             self.fail(node, path, str(exc))
 
-    def pool_file(self, build: _PlanBuild, node: Node, path: str) -> None:
+    def pool_file(self, build: PlanBuild, node: Node, path: str) -> None:
         """Read a pool file: one prefix per line, '#' comments, blank lines ignored."""
         rel = self.text(node, path, "a file path")
         shown = str(self.base_dir / rel)
@@ -724,7 +593,10 @@ class _Walker:
         if len(build.files) >= 255:  # file_index is one byte per prefix
             self.fail(node, path, "too many prefix files")
         build.files.append(shown)
-        pool = _parse_pool_fast(text) or _parse_pool_careful(text, shown, path)
+        try:
+            pool = parse_pool(text)
+        except PoolLineError as exc:
+            raise PolicyError(Location(shown, exc.line, exc.col), path, exc.message) from None
         build.versions.extend(pool.versions)
         build.networks.extend(pool.values)
         build.lengths.extend(pool.lengths)
@@ -893,122 +765,6 @@ class _Walker:
             self.fail(node, path, f"expected a port 1..65535 after the host, got {text!r}")
         return transports[scheme], host, int(port_text)
 
-    # -- whole-policy checks -------------------------------------------------------
-
-    def plan_and_index(self, gidx: int) -> tuple[_PlanBuild, int]:
-        plan_no = max(0, bisect_left(self.plan_base, gidx + 1) - 1)
-        return self.plan_builds[plan_no], gidx - self.plan_base[plan_no]
-
-    def describe(self, gidx: int) -> tuple[Location, str, str]:
-        """(location, key path, prefix text) of a plan prefix by global index."""
-        build, i = self.plan_and_index(gidx)
-        where = Location(build.files[build.file_index[i]], build.lines[i], build.cols[i])
-        if i < build.inline_count:
-            path = f"plans.{build.name}.prefixes[{i}]"
-        else:
-            path = f"plans.{build.name}.prefixes_file"
-        prefix = Prefix(build.versions[i], build.networks[i], build.lengths[i])
-        return where, path, addr.prefix_text(prefix)
-
-    def check_plan_overlaps(self) -> None:
-        """Duplicate prefixes are errors; redundant ones are warnings.
-
-        A prefix is redundant when the nearest less specific prefix that covers it
-        (across all plans) has the same exempt flag: deleting it changes no decision.
-        The nearest one matters: residential /16 > business /29 (exempt) > mobile /30
-        keeps the /30 meaningful. One sort per family and a stack sweep, so a million
-        pool prefixes cost about a second, not n^2.
-        """
-        flags = self.exempt_flags
-        redundant: list[tuple[int, int]] = []
-        for version, width in ((4, 32), (6, 128)):
-            keys = [k for build in self.plan_builds for k in build.keys[version]]
-            sort_in_slices(keys)
-            self.sorted[version] = _Sorted(width, keys)
-            start = _first_nested(keys, width)
-            if start is None:
-                continue  # all prefixes disjoint: no duplicates, nothing redundant
-            # Everything before `start` is disjoint, so the sweep can begin at its
-            # predecessor with an empty stack of enclosing prefixes.
-            stack: list[tuple[int, int, int]] = []  # (end of range, net << 8 | len, gidx)
-            for key in keys[start - 1 :]:
-                gidx = key & _LOW32
-                net_len = key >> 32
-                net = net_len >> 8
-                while stack and net >= stack[-1][0]:
-                    stack.pop()
-                if stack:
-                    _, top_net_len, top_gidx = stack[-1]
-                    if top_net_len == net_len:
-                        self.duplicate(gidx, top_gidx)
-                    if flags[top_gidx] == flags[gidx]:
-                        redundant.append((gidx, top_gidx))
-                stack.append((net + (1 << (width - (net_len & 0xFF))), net_len, gidx))
-        redundant.sort()  # only the redundant ones: few
-        for gidx, parent in redundant[:MAX_REDUNDANT_LISTED]:
-            where, path, text = self.describe(gidx)
-            other_where, _, other_text = self.describe(parent)
-            build, _ = self.plan_and_index(gidx)
-            other, _ = self.plan_and_index(parent)
-            state = "exempt" if build.exempt else "not exempt"
-            self.warnings.append(
-                PolicyWarning(
-                    where,
-                    path,
-                    f"{text} is redundant: plan {other.name!r} already covers it with"
-                    f" {other_text} at {other_where} (both {state})",
-                )
-            )
-        if len(redundant) > MAX_REDUNDANT_LISTED:
-            where, path, _ = self.describe(redundant[MAX_REDUNDANT_LISTED][0])
-            more = len(redundant) - MAX_REDUNDANT_LISTED
-            self.warnings.append(
-                PolicyWarning(where, path, f"{more} more redundant prefixes from here on")
-            )
-
-    def duplicate(self, gidx: int, first: int) -> NoReturn:
-        where, path, text = self.describe(gidx)
-        other_where, _, _ = self.describe(first)
-        other, _ = self.plan_and_index(first)
-        mine, _ = self.plan_and_index(gidx)
-        if other is mine:
-            raise PolicyError(where, path, f"duplicate prefix {text} (first at {other_where})")
-        raise PolicyError(where, path, f"{text} is already in plan {other.name!r} at {other_where}")
-
-    def check_exemption_effect(self, exemptions: tuple[Exemption, ...], node: Node) -> None:
-        """Warn about active exemptions no subscriber source can ever reach."""
-        items = self.sequence(node, "exemptions", allow_null=True)
-        flags = self.exempt_flags
-        for i, (exemption, item) in enumerate(zip(exemptions, items, strict=True)):
-            if not exemption.active(self.now):
-                continue  # already warned as expired
-            p = exemption.prefix
-            table = self.sorted[p.version]
-            keys, width = table.keys, table.width
-            # (a) the plan prefix an address of the exemption falls into, by LPM
-            cover: int | None = None
-            for length in range(p.length, -1, -1):
-                net = p.network & ~((1 << (width - length)) - 1)
-                want = (net << 8) | length
-                j = bisect_left(keys, want << 32)
-                if j < len(keys) and keys[j] >> 32 == want:
-                    cover = keys[j] & _LOW32
-                    break
-            if cover is not None and not flags[cover]:
-                continue
-            # (b) a more specific non-exempt plan prefix inside the exemption
-            lo = bisect_left(keys, ((p.network << 8) | (p.length + 1)) << 32)
-            hi = bisect_left(keys, ((p.network + (1 << (width - p.length))) << 8) << 32)
-            if any(not flags[k & _LOW32] for k in keys[lo:hi]):
-                continue
-            text = addr.prefix_text(p)
-            if cover is None:
-                why = "no plan covers it, so its sources are not subscribers"
-            else:
-                plan, _ = self.plan_and_index(cover)
-                why = f"its sources are in exempt plan {plan.name!r} already"
-            self.warn(item, f"exemptions[{i}]", f"exemption for {text} has no effect: {why}")
-
 
 def _parse_address(text: str) -> tuple[int, int]:
     # inet_pton raises a bare ValueError/UnicodeError for NUL or surrogates; keep the
@@ -1016,28 +772,6 @@ def _parse_address(text: str) -> tuple[int, int]:
     if not text.isascii() or "\0" in text:
         raise ValueError(f"not an IP address: {text!r}")
     return addr.parse_address(text)
-
-
-def _parse_prefix(text: str) -> Prefix:
-    if not text.isascii() or "\0" in text:
-        raise ValueError(f"not an IP prefix: {text!r}")
-    return addr.parse_prefix(text, strict=True)
-
-
-def _first_nested(keys: list[int], width: int) -> int | None:
-    """Index of the first sorted key whose prefix lies inside an earlier one, or None.
-
-    Sorted by (network, length), prefix i is nested in some earlier prefix exactly when
-    its network is below the furthest range end seen so far; a running max in C makes
-    the common all-disjoint pool file cost one pass instead of a Python-level sweep.
-    """
-    ends = [(k >> 40) + (1 << (width - ((k >> 32) & 0xFF))) for k in keys]
-    reach = accumulate(ends, max)
-    # reach is one longer than keys[1:]; its last element is never needed
-    for i, (key, furthest) in enumerate(zip(keys[1:], reach, strict=False), 1):
-        if key >> 40 < furthest:
-            return i
-    return None
 
 
 def _end_of_day(day: date) -> datetime:
