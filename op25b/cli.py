@@ -200,8 +200,18 @@ def _cmd_replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+def _missing(err: TextIO, what: str, exc: ImportError, extra: str) -> int:
+    print(
+        f"op25b {what}: {exc.name or exc} is not installed: pip install 'op25b[{extra}]'", file=err
+    )
+    return EXIT_INVALID
+
+
 def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from op25b.daemon import Overrides, run
+    try:
+        from op25b.daemon import Overrides, run
+    except ImportError as e:
+        return _missing(err, "run", e, "daemon")
 
     return run(
         args.policy,
@@ -222,7 +232,10 @@ def _cmd_report(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _cmd_lab(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from op25b import lab
+    try:
+        from op25b import lab
+    except ImportError as e:
+        return _missing(err, "lab", e, "lab")
 
     try:
         if args.action == "up":
@@ -242,7 +255,10 @@ def _cmd_lab(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from op25b import demo
+    try:
+        from op25b import demo
+    except ImportError as e:
+        return _missing(err, "demo", e, "lab")
 
     return demo.run(out, err, keep=args.keep, action=args.action)
 
