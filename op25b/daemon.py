@@ -112,6 +112,10 @@ def in_child(work: Callable[[], None]) -> None:
         code = 0
         try:
             os.close(r)
+            # Lowest CPU priority: on a busy router the verdict loop goes first, and
+            # this child's kernel work (loading and swapping big sets) waits.
+            with contextlib.suppress(OSError, AttributeError):
+                os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
             work()
         except BaseException as e:
             with contextlib.suppress(OSError):

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from itertools import accumulate, islice
 
 from op25b.model import Action, Exemption, Location, Plan, Policy
-from op25b.slices import sort_in_slices
+from op25b.slices import release, sort_in_slices
 
 # Stride of one level: 64 bits is the widest key array('Q') holds, so IPv6 needs
 # exactly two levels and IPv4 one.
@@ -148,7 +148,7 @@ class PrefixTable:
         parents = array("i", [NO_MATCH]) * n
         bases = [NO_MATCH] * len(groups)
         starts, labels = _sweep(keys, stride, n, NO_MATCH, parents, bases)
-        del keys
+        release(keys)
         sub_starts: array[int] = array("Q")
         sub_labels: array[int] = array("i")
         sub_bounds: array[int] = array(_U32, [0])

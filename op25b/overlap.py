@@ -20,7 +20,7 @@ from typing import NoReturn
 
 from op25b import addr
 from op25b.model import Exemption, Location, Prefix
-from op25b.slices import sort_in_slices
+from op25b.slices import release, sort_in_slices
 
 _LOW32 = 0xFFFFFFFF
 # A pool file nested wholesale under a plan prefix would otherwise produce a warning per
@@ -76,8 +76,17 @@ def check_overlaps(
     first, then exemptions in policy order.
     """
     index = _Index(builds)
-    index.check_plans(fail, warn)
-    index.check_exemptions(exemptions, now, warn)
+    try:
+        index.check_plans(fail, warn)
+        index.check_exemptions(exemptions, now, warn)
+    finally:
+        # A million fresh ints each: freed in slices so a reload thread never holds
+        # the interpreter long (see op25b.slices).
+        for table in index.sorted.values():
+            release(table.keys)
+        for build in builds:
+            for keys in build.keys.values():
+                release(keys)
 
 
 @dataclass
@@ -224,9 +233,12 @@ def _first_nested(keys: list[int], width: int) -> int | None:
     the common all-disjoint pool file cost one pass instead of a Python-level sweep.
     """
     ends = [(k >> 40) + (1 << (width - ((k >> 32) & 0xFF))) for k in keys]
-    reach = accumulate(ends, max)
-    # reach is one longer than keys[1:]; its last element is never needed
-    for i, (key, furthest) in enumerate(zip(keys[1:], reach, strict=False), 1):
-        if key >> 40 < furthest:
-            return i
-    return None
+    try:
+        reach = accumulate(ends, max)
+        # reach is one longer than keys[1:]; its last element is never needed
+        for i, (key, furthest) in enumerate(zip(keys[1:], reach, strict=False), 1):
+            if key >> 40 < furthest:
+                return i
+        return None
+    finally:
+        release(ends)

@@ -315,8 +315,11 @@ def install(cfg: RuleConfig, sets: SetContents, cmd_prefix: Sequence[str] = ()) 
 
 
 def update_sets(sets: SetContents, cmd_prefix: Sequence[str] = ()) -> None:
-    """Reload: swap new set contents in (rules untouched; verdict cache flushed)."""
-    apply_sets(sets, cmd_prefix)
+    """Reload: swap new set contents in (rules untouched; the daemon rotates the cache).
+
+    The replaced sets are drained in batches before they go (see ``drain_and_destroy``).
+    """
+    apply_sets(sets, cmd_prefix, gentle=True)
 
 
 def remove(cmd_prefix: Sequence[str] = ()) -> None:

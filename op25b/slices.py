@@ -26,6 +26,12 @@ def sort_in_slices(items: list[int]) -> None:
     items[:] = heapq.merge(*runs)
 
 
+def release(items: list[int]) -> None:
+    """Empty ``items`` a slice at a time (freeing a million ints is one long C call)."""
+    while items:
+        del items[-SLICE:]
+
+
 def lines_in_slices(text: str, size: int = 1 << 20) -> Iterator[list[str]]:
     """``text.split("\\n")`` in pieces of about ``size`` characters (line-aligned)."""
     start, end = 0, len(text)

@@ -339,6 +339,8 @@ def test_large_set_install(ns: list[str], count: int) -> None:
     t3 = time.perf_counter()
     header = in_ns(ns, "ipset", "list", "-t", "op25b-subs4")
     assert f"Number of entries: {count}" in header
+    # The replaced big sets were drained in batches and destroyed: no temporaries left.
+    assert not [n for n in own_sets(ns) if n.endswith("-tmp")]
     print(
         f"\n{count} prefixes: compute {t1 - t0:.2f}s, install {t2 - t1:.2f}s, "
         f"update_sets {t3 - t2:.2f}s"
