@@ -225,6 +225,7 @@ class Worker:
         self._reloading = False
         self._wake_r, self._wake_w = socket.socketpair()
         self._next_set_refresh: datetime | None = None
+        self._fast_final: dict[str, int] = {}  # read just before the rules go
 
     # -- signals -------------------------------------------------------------------
 
@@ -258,10 +259,22 @@ class Worker:
         stats = kernel_queue_stats(queues=[self.queue_num])
         msg, params = self.reporter.report(snap, stats)
         params = (("queue", str(self.queue_num)), *params)
+        if self.leader and self.policy.daemon.fast_path:
+            # Accepted in the kernel ahead of the queue: invisible to the counters above.
+            fast = self._fast_final if final else self._read_fast_path()
+            params = (*params, *((f"fast_{k}", str(n)) for k, n in fast.items()))
+            if fast:
+                msg += f"; fast path accepted {sum(fast.values())} in the kernel"
         if final:
             params = (("final", "1"), *params)
             msg = "final " + msg
         self.syslog.send(Severity.INFO, msg, msgid="counters", params=params)
+
+    def _read_fast_path(self) -> dict[str, int]:
+        try:
+            return rules.fast_path_counters()
+        except (RulesError, OSError):
+            return {}
 
     def _notify_new_sources(self) -> None:
         for pkt, d in self.enforcer.new_sources:
@@ -479,6 +492,8 @@ class Worker:
             for pid in self.followers:
                 with contextlib.suppress(ChildProcessError):
                     os.waitpid(pid, 0)
+            if self.policy.daemon.fast_path:
+                self._fast_final = self._read_fast_path()
             try:
                 rules.remove()
             except RulesError as e:
@@ -519,7 +534,8 @@ def run(policy_path: str, overrides: Overrides, err: TextIO = sys.stderr) -> int
     try:
         rules.install(rule_config(policy), compute_sets(policy, datetime.now(UTC)))
     except (RulesError, OSError) as e:
-        print(f"op25b run: installing kernel rules failed: {e}", file=err)
+        hint = " (op25b run needs root or CAP_NET_ADMIN)" if os.geteuid() != 0 else ""
+        print(f"op25b run: installing kernel rules failed{hint}: {e}", file=err)
         return 1
     try:
         worker.followers = _fork_followers(policy_path, policy, overrides, notifier, err, cfg)

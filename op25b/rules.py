@@ -54,6 +54,7 @@ __all__ = [
     "REJECT_MARK",
     "RuleConfig",
     "RulesError",
+    "fast_path_counters",
     "install",
     "remove",
     "render_removal",
@@ -327,6 +328,33 @@ def remove(cmd_prefix: Sequence[str] = ()) -> None:
     for v in (4, 6):
         _restore(v, render_removal(_save(v, cmd_prefix)), cmd_prefix)
     destroy_sets(all_set_names(), cmd_prefix)
+
+
+_COUNTED = re.compile(r"^\[(\d+):\d+\] -A " + CHAIN + r" (.*)$")
+_FAST_PATH_RULES = (
+    ("provider_mta", re.compile(r"--match-set op25b-mta[46] dst -j MARK")),
+    ("exempt", re.compile(r"(?<!! )--match-set op25b-allow[46] src -j MARK")),
+    ("not_subscriber", re.compile(r"! --match-set op25b-subs[46] src -j MARK")),
+)
+
+
+def fast_path_counters(cmd_prefix: Sequence[str] = ()) -> dict[str, int]:
+    """Packets the fast path accepted in the kernel, per reason, v4+v6, since install.
+
+    These never reach the daemon, so its own counters cannot see them; the counters
+    line adds them from the rule counters (``iptables-save -c`` of the mangle table).
+    """
+    out = dict.fromkeys((name for name, _ in _FAST_PATH_RULES), 0)
+    for v in (4, 6):
+        text = run_command([_binary(v, "-save"), "-c", "-t", "mangle"], cmd_prefix)
+        for line in text.splitlines():
+            m = _COUNTED.match(line)
+            if not m:
+                continue
+            for name, pattern in _FAST_PATH_RULES:
+                if pattern.search(m.group(2)):
+                    out[name] += int(m.group(1))
+    return out
 
 
 def status(cmd_prefix: Sequence[str] = ()) -> str:

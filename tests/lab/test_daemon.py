@@ -449,8 +449,10 @@ def test_fast_path_accepts_allowed_traffic_in_the_kernel(start, lab: Lab, tmp_pa
     ) == ["connected", "refused"]
     assert r.stop() == 0
     c = r.final_counters()
-    # Only the blocked attempt reached userspace.
+    # Only the blocked attempt reached userspace; the kernel's fast-path accepts are
+    # added to the counters line from the rule counters.
     assert (c["accept"], c["reject"]) == ("0", "1")
+    assert (c["fast_exempt"], c["fast_provider_mta"]) == ("2", "1")
 
 
 CRAFT = """
