@@ -566,19 +566,37 @@ def _fork_followers(
     err: TextIO,
     cfg: DaemonConfig,
 ) -> list[int]:
+    """Fork the followers and return once every one has bound its queue.
+
+    Until a follower is bound, packets hashed to its queue meet the fallback rules; so
+    the leader says "started" (and READY=1) only after all of them reported in.
+    """
     pids: list[int] = []
+    ready_r, ready_w = os.pipe()
     for index in range(1, cfg.workers):
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
+                os.close(ready_r)
                 w = Worker(policy_path, policy, overrides, index, False, Notifier({}), err)
                 w.writer.open()
                 w.bind()
+                os.write(ready_w, b"1")
+                os.close(ready_w)
                 code = w.serve()
             finally:
                 os._exit(code)
         pids.append(pid)
+    os.close(ready_w)
+    with os.fdopen(ready_r, "rb") as ready:
+        # EOF before N-1 bytes: a follower died before binding (its error is on stderr).
+        got = ready.read(len(pids)) if pids else b""
+    if len(got) != len(pids):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        raise OSError(f"{len(pids) - len(got)} of {len(pids)} follower(s) failed to bind")
     return pids
 
 
