@@ -210,7 +210,10 @@ class Worker:
         self.aggregator = AbuseAggregator(
             window=self.cfg.abuse_window,
             v6_aggregate=self.cfg.v6_aggregate,
-            router=socket.gethostname(),
+            # With several workers each writes its own records for the same source and
+            # window; a distinct router tag per queue makes readers add them up instead
+            # of taking one for a duplicate.
+            router=socket.gethostname() + (f"#q{self.queue_num}" if self.cfg.workers > 1 else ""),
         )
         self.writer = AbuseLogWriter(self.cfg.abuse_log)
         on_error = VERDICT_ACCEPT if self.cfg.on_error == "accept" else VERDICT_DROP

@@ -360,6 +360,10 @@ def test_two_workers_share_the_load(start, lab: Lab, tmp_path: Path) -> None:
     finals = [sd_params(m) for m in r.syslog.lines.snapshot() if 'final="1"' in m]
     assert sorted(f["queue"] for f in finals) == ["0", "1"]
     assert sum(int(f["reject"]) for f in finals) == 20
+    # Each worker logs what it saw; together they account for every attempt.
+    records = r.abuse_records()
+    assert sum(x["packets"] for x in records) == 20
+    assert {x["router"].rsplit("#", 1)[1] for x in records} <= {"q0", "q1"}
 
 
 def test_sigusr1_reopens_the_abuse_log(start, lab: Lab, tmp_path: Path) -> None:
