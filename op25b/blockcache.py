@@ -18,7 +18,7 @@ daemon that died.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -49,9 +49,18 @@ class CachedHits:
 class BlockCache:
     """Adds blocked sources to the kernel cache and reads back what it handled."""
 
-    def __init__(self, timeout: int, cmd_prefix: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        timeout: int,
+        cmd_prefix: Sequence[str] = (),
+        resolve: Callable[[int, int], Decision] | None = None,
+    ) -> None:
         self.timeout = timeout
         self.cmd_prefix = tuple(cmd_prefix)
+        # With several workers every one adds sources, but only the leader reads and
+        # rotates the sets; ``resolve`` gives it the decision (plan, rule, action) for
+        # a source another worker cached, so it can account for every entry.
+        self.resolve = resolve
         self._pending: dict[tuple[int, int], Decision] = {}
         self._pending_since = 0.0
         # ipset runs as a subprocess; a worker thread waits for it so the verdict loop
@@ -116,6 +125,12 @@ class BlockCache:
             self._inflight.result()
             self._inflight = None
 
+    def forget(self) -> None:
+        """A follower's rotation: the leader swapped the sets, so re-add from now on."""
+        self._settle()
+        self._live.clear()
+        self._seen.clear()
+
     def close(self) -> None:
         """Stop the ipset thread (after what it has in hand)."""
         self._settle()
@@ -135,7 +150,9 @@ class BlockCache:
         for key, packets in counts.items():
             d = self._live.get(key)
             if d is None:
-                continue  # added by a previous daemon; not ours to attribute
+                if self.resolve is None:
+                    continue  # added by a previous daemon; not ours to attribute
+                d = self.resolve(*key)
             delta = packets - self._seen.get(key, 0)
             if delta > 0:
                 out.append(CachedHits(key[0], key[1], delta, d))
@@ -144,7 +161,7 @@ class BlockCache:
 
     def read(self) -> list[CachedHits]:
         """Packets handled by the kernel since the last read, per source."""
-        if not self._live:
+        if not self._live and self.resolve is None:
             return []
         self._settle()
         try:
@@ -170,7 +187,7 @@ class BlockCache:
         swap = "".join(f"swap {olds[v]} {names[v]}\n" for v in (4, 6))
         try:
             run_command(["ipset", "restore", "-exist"], self.cmd_prefix, create + flush + swap)
-            hits = self._hits(self._read(olds)) if self._live else []
+            hits = self._hits(self._read(olds)) if self._live or self.resolve else []
             run_command(
                 ["ipset", "restore"],
                 self.cmd_prefix,

@@ -40,6 +40,7 @@ from op25b.abuselog import AbuseAggregator, AbuseLogWriter, AbuseRecord
 from op25b.addr import format_address
 from op25b.blockcache import BlockCache, CachedHits
 from op25b.counters import CounterReporter, Counters, kernel_queue_stats
+from op25b.decide import Decision, decide_addresses
 from op25b.engine import Enforcer
 from op25b.ipsets import RulesError, compute_sets, next_change
 from op25b.loader import PolicyError, load_policy
@@ -154,15 +155,8 @@ def _dispose(holder: list[tuple[Policy, CompiledPolicy]]) -> None:
 
 
 def rule_config(policy: Policy) -> rules.RuleConfig:
-    """The kernel rules for a policy, as far as this daemon supports them.
-
-    The verdict cache is exact only with one worker: every worker would otherwise see
-    (and count) the other's cached sources, so with ``workers > 1`` it is left off.
-    """
-    cfg = rules.RuleConfig.from_policy(policy)
-    if policy.daemon.workers > 1 and cfg.block_cache:
-        cfg = replace(cfg, block_cache=False)
-    return cfg
+    """The kernel rules for a policy."""
+    return rules.RuleConfig.from_policy(policy)
 
 
 @dataclass(frozen=True)
@@ -220,7 +214,8 @@ class Worker:
         self.enforcer = Enforcer(compile_policy(policy), self.counters, self.aggregator, on_error)
         self.cache: BlockCache | None = None
         if rule_config(policy).uses_block_cache:
-            self.cache = BlockCache(self.cfg.block_cache_timeout)
+            resolve = self._resolve if leader and self.cfg.workers > 1 else None
+            self.cache = BlockCache(self.cfg.block_cache_timeout, resolve=resolve)
             self.enforcer.cache = self.cache
         self.binding: QueueBinding | None = None
         self._flags: set[str] = set()
@@ -299,6 +294,21 @@ class Worker:
             )
         self.enforcer.new_sources.clear()
 
+    def _resolve(self, version: int, src: int) -> Decision:
+        # A source another worker cached: its decision, as for any blocked attempt
+        # (destination 0 is never a provider MTA; the port is a guarded one).
+        compiled = self.enforcer.compiled
+        port = min(compiled.guarded)
+        return decide_addresses(compiled, version, src, 0, port, self.enforcer.now)
+
+    def _rotate_cache(self) -> None:
+        if self.cache is None:
+            return
+        if self.leader:
+            self._account_cache(self.cache.rotate())
+        else:
+            self.cache.forget()
+
     def _account_cache(self, hits: list[CachedHits]) -> None:
         # Packets the kernel handled for cached sources: into the counters and the
         # abuse log exactly as if the daemon had decided them.
@@ -376,9 +386,8 @@ class Worker:
             self.policy = result.policy
             self.enforcer.compiled = result.compiled
             threading.Thread(target=_dispose, args=(holder,), name="op25b-free").start()
-            if self.cache is not None:
-                # Invalidate: a source blocked under the old policy may be exempt now.
-                self._account_cache(self.cache.rotate())
+            # Invalidate: a source blocked under the old policy may be exempt now.
+            self._rotate_cache()
             self.log(
                 Severity.INFO,
                 f"reloaded {self.policy_path} in {result.seconds:.3f}s",
@@ -460,10 +469,10 @@ class Worker:
             now_m = time.monotonic()
             if self.cache is not None and now_m >= next_rotation:
                 next_rotation = now_m + self.cache.timeout
-                self._account_cache(self.cache.rotate())
+                self._rotate_cache()
             if now_m >= next_window:
                 next_window = now_m + window_tick
-                if self.cache is not None:
+                if self.cache is not None and self.leader:
                     self._account_cache(self.cache.read())
                 self._write_abuse(list(self.aggregator.due(time.time())))
             if now_m >= next_counters:
@@ -485,16 +494,19 @@ class Worker:
         for _ in range(64):
             if not self.binding.process():
                 break
-        if self.cache is not None:
-            # Rotate rather than read: after the swap the kernel no longer counts on
-            # the old entries, so the final numbers are exact.
-            self._account_cache(self.cache.rotate())
-            self.cache.close()
         code = 0
         if self.leader:
             for pid in self.followers:
                 with contextlib.suppress(ChildProcessError):
                     os.waitpid(pid, 0)
+        if self.cache is not None:
+            # Rotate rather than read (and only once the followers are gone and add
+            # nothing more): after the swap the kernel no longer counts on the old
+            # entries, so the final numbers are exact.
+            if self.leader:
+                self._account_cache(self.cache.rotate())
+            self.cache.close()
+        if self.leader:
             if self.policy.daemon.fast_path:
                 self._fast_final = self._read_fast_path()
             try:

@@ -507,3 +507,24 @@ def test_odd_tcp_flags_and_bare_acks_are_decided_too(
             run_in(
                 lab.net, [cmd, "-D", "INPUT", "-s", src, "-p", "tcp", "--dport", "25"], check=False
             )
+
+
+def test_block_cache_with_two_workers_counts_every_attempt(start, lab: Lab, tmp_path: Path) -> None:
+    policy = with_daemon_keys(
+        write_policy(tmp_path / "p.yaml", "reject", workers=2), block_cache_timeout=3600
+    )
+    r = start(policy)
+    first = [(L.BOT_V4, mx, 25) for mx in L.NET_MX_EXTRA_V4[:4]]
+    assert set(outcomes(probes(lab.bot, first, timeout=5))) == {"refused"}
+    await_cached(lab, L.BOT_V4)
+    more = [(L.BOT_V4, mx, 25) for mx in L.NET_MX_EXTRA_V4[4:20]]
+    assert set(outcomes(probes(lab.bot, more, timeout=5))) == {"refused"}
+    assert r.stop() == 0
+    finals = [sd_params(m) for m in r.syslog.lines.snapshot() if 'final="1"' in m]
+    decided = sum(int(f["reject"]) for f in finals)
+    in_kernel = sum(int(f["block_cache"]) for f in finals)
+    assert decided + in_kernel == 20
+    assert in_kernel > 0  # the cache did take over
+    records = r.abuse_records()
+    assert sum(x["packets"] for x in records) == 20
+    assert sum(x["kernel_packets"] for x in records) == in_kernel
