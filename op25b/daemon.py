@@ -615,4 +615,3 @@ def _fork_followers(
     return pids
 
 
-Runner = Callable[[str, Overrides, TextIO], int]
