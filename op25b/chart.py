@@ -66,6 +66,11 @@ def load_renderer() -> Renderer:
             ax.xaxis.set_major_locator(locator)
             formatter = ConciseDateFormatter(locator, tz=UTC)  # type: ignore[no-untyped-call]
             ax.xaxis.set_major_formatter(formatter)
+            if len(x) == 1:
+                # One bucket: matplotlib would span years around the lone point; show
+                # the bucket with one bucket's margin either side instead.
+                pad = np.timedelta64(max(data.bucket_ms, 1000), "ms")
+                ax.set_xlim(x[0] - pad, x[0] + 2 * pad)
             # Outside the axes: inside, it hides the first windows, which are often the bot's.
             ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
         else:
