@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from op25b.netns import child_env, popen_in
+from op25b.netns import child_env, popen_in, stop_process
 
 _SD_PARAM = re.compile(r'([A-Za-z0-9_.-]+)="((?:[^"\\]|\\.)*)"')
 
@@ -109,15 +109,9 @@ class DaemonProcess:
 
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM and wait; returns the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait()
+        stop_process(self.proc, timeout)
         self._thread.join(5)
-        return code
+        return self.proc.returncode
 
     def kill9(self) -> None:
         """SIGKILL: no cleanup runs; the kernel's down-behaviour takes over."""

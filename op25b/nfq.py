@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 from netfilterqueue import COPY_PACKET, NetfilterQueue, Packet
 
-from op25b.rules import ACCEPT_MARK, MARK_MASK, REJECT_MARK
+from op25b.rules import ACCEPT_MARK, REJECT_MARK, verdict_mark
 
 # Enough for IPv4 with options (60) + TCP's first 20 bytes, and IPv6 (40) with a few
 # extension headers; the kernel copies only this much into our socket per packet.
@@ -105,8 +105,8 @@ class QueueBinding:
         if verdict == VERDICT_DROP:
             pkt.drop()
         else:
-            mark = pkt.get_mark() & ~MARK_MASK & 0xFFFFFFFF
-            pkt.set_mark(mark | (REJECT_MARK if verdict == VERDICT_REJECT else ACCEPT_MARK))
+            ours = REJECT_MARK if verdict == VERDICT_REJECT else ACCEPT_MARK
+            pkt.set_mark(verdict_mark(pkt.get_mark(), ours))
             pkt.repeat()
         self._batch += 1
         if self._batch >= MAX_BATCH:
