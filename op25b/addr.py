@@ -1,5 +1,8 @@
 """Address and prefix text <-> integer conversion, shared by the loader, CLI and tools.
 
+Also the syntax of a syslog address (``/path``, ``udp://host:port``, ``tcp://host:port``),
+shared by the policy loader and ``op25b run --syslog``.
+
 Addresses travel through op25b as ``(version, int)`` pairs because that is what the
 packet parser produces from raw bytes without allocating ``ipaddress`` objects, and
 integers make prefix masking a single AND.
@@ -8,9 +11,14 @@ integers make prefix masking a single AND.
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 
-from op25b.model import Prefix
+from op25b.model import Prefix, SyslogTransport
+
+_HOSTNAME = re.compile(
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+)
 
 V4_BITS = 32
 V6_BITS = 128
@@ -82,3 +90,38 @@ def contains(prefix: Prefix, version: int, value: int) -> bool:
         return False
     shift = bits(version) - prefix.length
     return (value >> shift) == (prefix.network >> shift)
+
+
+def parse_syslog_address(text: str) -> tuple[SyslogTransport, str, int]:
+    """``/path``, ``udp://host:port`` or ``tcp://host:port`` (IPv6 host in brackets).
+
+    Returns (transport, path or host, port; 0 for a socket path); ValueError with a
+    message a person understands otherwise.
+    """
+    usage = "expected a socket path like /dev/log, udp://host:port or tcp://host:port"
+    if text.startswith("/"):
+        return SyslogTransport.UNIX, text, 0
+    scheme, sep, rest = text.partition("://")
+    transports = {"udp": SyslogTransport.UDP, "tcp": SyslogTransport.TCP}
+    if not sep or scheme not in transports:
+        raise ValueError(f"{usage}, got {text!r}")
+    if rest.startswith("["):
+        host, sep, port_text = rest[1:].partition("]:")
+        try:
+            version, _ = parse_address(host)
+        except ValueError:
+            version = 0
+        if not sep or version != 6:
+            raise ValueError(f"expected [IPv6 address]:port after {scheme}://, got {text!r}")
+    else:
+        host, sep, port_text = rest.rpartition(":")
+        if ":" in host:
+            raise ValueError(f"write IPv6 hosts in brackets ({scheme}://[2001:db8::1]:514)")
+        if not sep or not _HOSTNAME.fullmatch(host):
+            raise ValueError(f"{usage}, got {text!r}")
+        if host.replace(".", "").isdigit():
+            parse_address(host)  # its ValueError names the bad address
+    digits = port_text.isascii() and port_text.isdigit() and len(port_text) <= 5
+    if not (digits and 1 <= int(port_text) <= 65535):
+        raise ValueError(f"expected a port 1..65535 after the host, got {text!r}")
+    return transports[scheme], host, int(port_text)

@@ -37,10 +37,9 @@ from typing import TextIO
 
 from op25b import rules
 from op25b.abuselog import AbuseAggregator, AbuseLogWriter, AbuseRecord
-from op25b.addr import format_address
+from op25b.addr import format_address, parse_syslog_address
 from op25b.blockcache import BlockCache, CachedHits
 from op25b.counters import CounterReporter, Counters, kernel_queue_stats
-from op25b.decide import Decision, decide_addresses
 from op25b.engine import Enforcer
 from op25b.ipsets import RulesError, compute_sets, next_change
 from op25b.loader import PolicyError, load_policy
@@ -75,18 +74,12 @@ def apply_overrides(cfg: DaemonConfig, ov: Overrides) -> DaemonConfig:
 
 
 def syslog_address(text: str, facility: str) -> SyslogConfig:
-    """``/path``, ``udp://host:port`` or ``tcp://host:port`` (IPv6 host in brackets)."""
-    if text.startswith("/"):
-        return SyslogConfig(SyslogTransport.UNIX, text, 0, facility)
-    scheme, sep, rest = text.partition("://")
-    transports = {"udp": SyslogTransport.UDP, "tcp": SyslogTransport.TCP}
-    host, colon, port = rest.rpartition(":")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not sep or scheme not in transports or not colon or not host or not port.isdigit():
-        raise ValueError(f"--syslog: expected /path, udp://host:port or tcp://host:port: {text!r}")
-    if not 0 < int(port) < 65536:
-        raise ValueError(f"--syslog: port out of range: {text!r}")
-    return SyslogConfig(transports[scheme], host, int(port), facility)
+    """``--syslog``: the same syntax as the policy's ``daemon.syslog.address``."""
+    try:
+        transport, host, port = parse_syslog_address(text)
+    except ValueError as e:
+        raise ValueError(f"--syslog: {e}") from None
+    return SyslogConfig(transport, host, port, facility)
 
 
 def _apply(policy: Policy, cfg: rules.RuleConfig | None) -> None:
@@ -154,11 +147,6 @@ def _dispose(holder: list[tuple[Policy, CompiledPolicy]]) -> None:
     trim_memory()
 
 
-def rule_config(policy: Policy) -> rules.RuleConfig:
-    """The kernel rules for a policy."""
-    return rules.RuleConfig.from_policy(policy)
-
-
 @dataclass(frozen=True)
 class _Loaded:
     """A reload's result, handed from the reload thread to the loop."""
@@ -213,8 +201,8 @@ class Worker:
         on_error = VERDICT_ACCEPT if self.cfg.on_error == "accept" else VERDICT_DROP
         self.enforcer = Enforcer(compile_policy(policy), self.counters, self.aggregator, on_error)
         self.cache: BlockCache | None = None
-        if rule_config(policy).uses_block_cache:
-            resolve = self._resolve if leader and self.cfg.workers > 1 else None
+        if rules.RuleConfig.from_policy(policy).uses_block_cache:
+            resolve = self.enforcer.decide_on_addresses if leader and self.cfg.workers > 1 else None
             self.cache = BlockCache(self.cfg.block_cache_timeout, resolve=resolve)
             self.enforcer.cache = self.cache
         self.binding: QueueBinding | None = None
@@ -294,13 +282,6 @@ class Worker:
             )
         self.enforcer.new_sources.clear()
 
-    def _resolve(self, version: int, src: int) -> Decision:
-        # A source another worker cached: its decision, as for any blocked attempt
-        # (destination 0 is never a provider MTA; the port is a guarded one).
-        compiled = self.enforcer.compiled
-        port = min(compiled.guarded)
-        return decide_addresses(compiled, version, src, 0, port, self.enforcer.now)
-
     def _rotate_cache(self) -> None:
         if self.cache is None:
             return
@@ -352,8 +333,8 @@ class Worker:
                 compiled = compile_policy(policy)
                 trim_memory()  # the loader's garbage is gone by now
             if self.leader:
-                new_cfg = rule_config(policy)
-                same = sets_only or new_cfg == rule_config(self.policy)
+                new_cfg = rules.RuleConfig.from_policy(policy)
+                same = sets_only or new_cfg == rules.RuleConfig.from_policy(self.policy)
                 in_child(lambda: _apply(policy, None if same else new_cfg))
             result = _Loaded(policy, compiled, None, time.monotonic() - t0, sets_only)
         except PolicyError as e:
@@ -547,7 +528,7 @@ def run(policy_path: str, overrides: Overrides, err: TextIO = sys.stderr) -> int
         print(f"op25b run: cannot open abuse log {cfg.abuse_log}: {e}", file=err)
         return 1
     try:
-        rules.install(rule_config(policy), compute_sets(policy, datetime.now(UTC)))
+        rules.install(rules.RuleConfig.from_policy(policy), compute_sets(policy, datetime.now(UTC)))
     except (RulesError, OSError) as e:
         hint = " (op25b run needs root or CAP_NET_ADMIN)" if os.geteuid() != 0 else ""
         print(f"op25b run: installing kernel rules failed{hint}: {e}", file=err)
@@ -613,5 +594,3 @@ def _fork_followers(
                 os.kill(pid, signal.SIGTERM)
         raise OSError(f"{len(pids) - len(got)} of {len(pids)} follower(s) failed to bind")
     return pids
-
-

@@ -59,8 +59,8 @@ class Enforcer:
         # (packet, decision) of sources seen for the first time; the loop sends one
         # syslog NOTICE each and clears the list.
         self.new_sources: list[tuple[Packet, Decision]] = []
-        # The kernel verdict cache, when enabled: blocked sources are queued here and
-        # added by the loop after the batch (one ipset call per batch, not per packet).
+        # The kernel verdict cache, when enabled: blocked sources are handed to it here;
+        # it batches them into one ipset call per 64 sources or 5 ms (op25b.blockcache).
         self.cache: BlockCache | None = None
 
     @property
@@ -72,6 +72,8 @@ class Enforcer:
     def compiled(self, compiled: CompiledPolicy) -> None:
         self._compiled = compiled
         self._guarded = compiled.guarded
+        # The port an address-only decision assumes: any guarded one decides the same.
+        self._some_guarded_port = min(compiled.guarded)
         self._reset_memo(self.now)
 
     def _reset_memo(self, now: datetime) -> None:
@@ -125,17 +127,27 @@ class Enforcer:
                 self.cache.want(pkt.version, pkt.src, d)
         return _VERDICT_INT[d.verdict]
 
+    def decide_on_addresses(self, version: int, src: int, dst: int = 0) -> Decision:
+        """Decide without a TCP header: the kernel only queues TCP to guarded ports.
+
+        Used for packets whose TCP header the parser cannot reach, and by the leader
+        for sources another worker put in the verdict cache (``dst`` 0 is never a
+        provider MTA, so that is the source's decision towards any MX).
+        """
+        port = self._some_guarded_port
+        return decide_addresses(self._compiled, version, src, dst, port, self.now)
+
     def _decide_unparsable(self, payload: bytes) -> int:
-        # The kernel only queues TCP to guarded ports, so a packet whose TCP header we
-        # cannot reach is still decidable on its addresses; on_error covers the rest.
-        # It stays counted as a parse error (not twice as a decision), but a blocked
-        # one goes to the abuse log: a bot dressing up its SYNs is still a bot.
+        # A packet whose TCP header we cannot reach is still decidable on its
+        # addresses; on_error covers the rest. It stays counted as a parse error (not
+        # twice as a decision), but a blocked one goes to the abuse log: a bot dressing
+        # up its SYNs is still a bot.
         try:
             version, src, dst = parse_addresses(payload)
-            port = min(self.compiled.guarded)
-            d = decide_addresses(self.compiled, version, src, dst, port, self.now)
+            d = self.decide_on_addresses(version, src, dst)
         except Exception:
             return self.on_error
+        port = self._some_guarded_port
         if d.reason is Reason.BLOCKED and self.aggregator.observe(
             version, src, dst, port, d.plan, d.verdict, d.rule, self.wall
         ):

@@ -71,9 +71,6 @@ _FINITE_FLOAT = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0
 # Plan and MTA names end up in abuse-log records, counters and kernel set names, so
 # keep them to a portable alphabet (and free of dots, which separate key paths).
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
-_HOSTNAME = re.compile(
-    r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
-)
 _TIMESTAMP_CONSTRUCTOR = yaml.constructor.SafeConstructor()
 
 
@@ -730,40 +727,10 @@ class _Walker:
 
     def syslog_address(self, node: Node, path: str) -> tuple[SyslogTransport, str, int]:
         text = self.text(node, path, "a syslog address")
-        usage = "expected a socket path like /dev/log, udp://host:port or tcp://host:port"
-        if text.startswith("/"):
-            return SyslogTransport.UNIX, text, 0
-        scheme, sep, rest = text.partition("://")
-        transports = {"udp": SyslogTransport.UDP, "tcp": SyslogTransport.TCP}
-        if not sep or scheme not in transports:
-            self.fail(node, path, f"{usage}, got {text!r}")
-        if rest.startswith("["):
-            host, sep, port_text = rest[1:].partition("]:")
-            try:
-                version, _ = addr.parse_address(host)
-            except ValueError:
-                version = 0
-            if not sep or version != 6:
-                self.fail(
-                    node, path, f"expected [IPv6 address]:port after {scheme}://, got {text!r}"
-                )
-        else:
-            host, sep, port_text = rest.rpartition(":")
-            if ":" in host:
-                self.fail(
-                    node, path, f"write IPv6 hosts in brackets ({scheme}://[2001:db8::1]:514)"
-                )
-            if not sep or not _HOSTNAME.fullmatch(host):
-                self.fail(node, path, f"{usage}, got {text!r}")
-            if host.replace(".", "").isdigit():
-                try:
-                    addr.parse_address(host)
-                except ValueError as exc:
-                    self.fail(node, path, str(exc))
-        digits = port_text.isascii() and port_text.isdigit() and len(port_text) <= 5
-        if not (digits and 1 <= int(port_text) <= 65535):
-            self.fail(node, path, f"expected a port 1..65535 after the host, got {text!r}")
-        return transports[scheme], host, int(port_text)
+        try:
+            return addr.parse_syslog_address(text)
+        except ValueError as exc:
+            self.fail(node, path, str(exc))
 
 
 def _parse_address(text: str) -> tuple[int, int]:
