@@ -22,9 +22,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from op25b.addr import format_address, parse_address
+from op25b.addr import parse_address
 from op25b.decide import Decision
-from op25b.ipsets import parse_block_save, run_command, set_name
+from op25b.ipsets import block_add_line, block_cache_read, block_set_line, run_command, set_name
 
 _ROTATE_SUFFIX = "-old"
 # During a flood the queue socket never runs dry, so the loop cannot wait for the end
@@ -33,7 +33,6 @@ _ROTATE_SUFFIX = "-old"
 _FLUSH_COUNT = 64
 _FLUSH_AGE = 0.005
 _HASHSIZE = 4096
-_MAXELEM = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,10 +96,7 @@ class BlockCache:
         """Hand pending sources to the ipset thread in one ``ipset restore``."""
         if not self._pending:
             return 0
-        text = "".join(
-            f"add {set_name('block', v)} {format_address(v, a)} timeout {self.timeout * 2}\n"
-            for v, a in self._pending
-        )
+        text = "".join(block_add_line(v, a, self.timeout * 2) for v, a in self._pending)
         batch, self._pending = self._pending, {}
         # Counted as live at once: until the add lands the daemon simply keeps deciding
         # these sources itself, which is correct, only slower.
@@ -139,8 +135,7 @@ class BlockCache:
     def _read(self, names: dict[int, str]) -> dict[tuple[int, int], int]:
         counts: dict[tuple[int, int], int] = {}
         for version, name in names.items():
-            text = run_command(["ipset", "save", name], self.cmd_prefix)
-            for entry in parse_block_save(text):
+            for entry in block_cache_read(version, self.cmd_prefix, name):
                 _, addr = parse_address(entry.address)
                 counts[(version, addr)] = entry.packets
         return counts
@@ -178,9 +173,7 @@ class BlockCache:
         names = {v: set_name("block", v) for v in (4, 6)}
         olds = {v: n + _ROTATE_SUFFIX for v, n in names.items()}
         create = "".join(
-            f"create {olds[v]} hash:ip family {'inet' if v == 4 else 'inet6'} "
-            f"hashsize {_HASHSIZE} maxelem {_MAXELEM} timeout {self.timeout * 2} counters\n"
-            for v in (4, 6)
+            block_set_line(olds[v], v, self.timeout * 2, hashsize=_HASHSIZE) for v in (4, 6)
         )
         # -exist + flush: a leftover from a crashed daemon must not be swapped back in.
         flush = "".join(f"flush {olds[v]}\n" for v in (4, 6))

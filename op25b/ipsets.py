@@ -297,9 +297,9 @@ def render_swap(contents: SetContents, existing: Iterable[str], destroy: bool = 
         # (op25b.blockcache), reading its counters first so no count is lost.
         if contents.block_timeout > 0 and block not in have:
             out.append(
-                f"create {block} hash:ip family {_family_word(fam.version)} "
-                f"hashsize {_MIN_HASHSIZE} maxelem {contents.block_maxelem} "
-                f"timeout {contents.block_timeout} counters\n"
+                block_set_line(
+                    block, fam.version, contents.block_timeout, maxelem=contents.block_maxelem
+                )
             )
     return "".join(out)
 
@@ -359,44 +359,38 @@ def drain_and_destroy(name: str, cmd_prefix: Sequence[str] = ()) -> None:
         raise ValueError(f"refusing to destroy a set op25b does not own: {name!r}")
     if name not in list_sets(cmd_prefix):
         return
-    header = run_command(["ipset", "list", "-t", name], cmd_prefix)
-    count = next(
-        (
-            int(line.split(":")[1])
-            for line in header.splitlines()
-            if line.startswith("Number of entries:")
-        ),
-        0,
-    )
-    if count > _DRAIN_ABOVE:
-        saved = run_command(["ipset", "save", name], cmd_prefix).splitlines()
-        dels = [f"del {name} {line.split()[2]}\n" for line in saved if line.startswith("add ")]
+    saved = run_command(["ipset", "save", name], cmd_prefix).splitlines()
+    dels = [f"del {name} {line.split()[2]}\n" for line in saved if line.startswith("add ")]
+    if len(dels) > _DRAIN_ABOVE:
         for i in range(0, len(dels), _DRAIN_BATCH):
-            run_command(
-                ["ipset", "restore", "-exist"], cmd_prefix, "".join(dels[i : i + _DRAIN_BATCH])
-            )
+            batch = "".join(dels[i : i + _DRAIN_BATCH])
+            run_command(["ipset", "restore", "-exist"], cmd_prefix, batch)
             time.sleep(_DRAIN_PAUSE)  # let the RCU frees of this batch run before the next
     run_command(["ipset", "destroy", name], cmd_prefix)
 
 
-def block_cache_add(version: int, addr: int, timeout: int, cmd_prefix: Sequence[str] = ()) -> None:
-    """Put a blocked source in the kernel verdict cache for ``timeout`` seconds.
-
-    One process per call: fine for blocked sources (rare per second); a netlink
-    binding can replace it if profiling says so.
-    """
-    run_command(
-        [
-            "ipset",
-            "add",
-            set_name("block", version),
-            format_address(version, addr),
-            "timeout",
-            str(timeout),
-            "-exist",
-        ],
-        cmd_prefix,
+def block_set_line(
+    name: str,
+    version: int,
+    timeout: int,
+    hashsize: int = _MIN_HASHSIZE,
+    maxelem: int = DEFAULT_BLOCK_MAXELEM,
+) -> str:
+    """The ``ipset restore`` line creating a verdict-cache set (hash:ip, counters)."""
+    return (
+        f"create {name} hash:ip family {_family_word(version)} "
+        f"hashsize {hashsize} maxelem {maxelem} timeout {timeout} counters\n"
     )
+
+
+def block_add_line(version: int, addr: int, timeout: int) -> str:
+    """The ``ipset restore`` line putting a source in the verdict cache for ``timeout`` s."""
+    return f"add {set_name('block', version)} {format_address(version, addr)} timeout {timeout}\n"
+
+
+def block_cache_add(version: int, addr: int, timeout: int, cmd_prefix: Sequence[str] = ()) -> None:
+    """Put one blocked source in the kernel verdict cache for ``timeout`` seconds."""
+    run_command(["ipset", "restore", "-exist"], cmd_prefix, block_add_line(version, addr, timeout))
 
 
 @dataclass(frozen=True, slots=True)
@@ -428,6 +422,9 @@ def parse_block_save(text: str) -> list[BlockEntry]:
     return out
 
 
-def block_cache_read(version: int, cmd_prefix: Sequence[str] = ()) -> list[BlockEntry]:
-    """The verdict cache of one family with its counters."""
-    return parse_block_save(run_command(["ipset", "save", set_name("block", version)], cmd_prefix))
+def block_cache_read(
+    version: int, cmd_prefix: Sequence[str] = (), name: str | None = None
+) -> list[BlockEntry]:
+    """The verdict cache of one family (or the set ``name``) with its counters."""
+    name = set_name("block", version) if name is None else name
+    return parse_block_save(run_command(["ipset", "save", name], cmd_prefix))
