@@ -70,13 +70,8 @@ class BlockCache:
         # and action for the abuse log) and the packet count already accounted.
         self._live: dict[tuple[int, int], Decision] = {}
         self._seen: dict[tuple[int, int], int] = {}
-        self.adds = 0
-        self.rotations = 0
         self.errors = 0
         self.last_error = ""
-
-    def __len__(self) -> int:
-        return len(self._live)
 
     def want(self, version: int, src: int, decision: Decision) -> None:
         """Per-packet path: remember a blocked source; pushed to the kernel soon."""
@@ -103,7 +98,6 @@ class BlockCache:
         for key, d in batch.items():
             self._live[key] = d
             self._seen.setdefault(key, 0)
-        self.adds += len(batch)
         self._inflight = self._io.submit(self._add, text)
         return len(batch)
 
@@ -169,7 +163,6 @@ class BlockCache:
     def rotate(self) -> list[CachedHits]:
         """Swap in empty sets, read the old ones' final counters, destroy them."""
         self._settle()
-        self.rotations += 1
         names = {v: set_name("block", v) for v in (4, 6)}
         olds = {v: n + _ROTATE_SUFFIX for v, n in names.items()}
         create = "".join(

@@ -212,6 +212,7 @@ class Worker:
         self._wake_r, self._wake_w = socket.socketpair()
         self._next_set_refresh: datetime | None = None
         self._fast_final: dict[str, int] = {}  # read just before the rules go
+        self._cache_errors = 0  # BlockCache.errors already reported
 
     # -- signals -------------------------------------------------------------------
 
@@ -289,10 +290,18 @@ class Worker:
             self._account_cache(self.cache.rotate())
         else:
             self.cache.forget()
+            self._report_cache_errors()
+
+    def _report_cache_errors(self) -> None:
+        # The cache never raises (the daemon still decides uncached sources); say so.
+        if self.cache is not None and self.cache.errors != self._cache_errors:
+            self._cache_errors = self.cache.errors
+            self.log(Severity.ERR, f"verdict cache: {self.cache.last_error}", "block_cache")
 
     def _account_cache(self, hits: list[CachedHits]) -> None:
         # Packets the kernel handled for cached sources: into the counters and the
         # abuse log exactly as if the daemon had decided them.
+        self._report_cache_errors()
         for h in hits:
             d = h.decision
             self.counters.add_block_cache_packets(h.packets)
@@ -444,7 +453,7 @@ class Worker:
             if "reload" in flags:
                 self._start_reload()
             refresh = self._next_set_refresh
-            if refresh is not None and datetime.now(UTC) >= refresh and not self._reloading:
+            if refresh is not None and self.enforcer.now >= refresh and not self._reloading:
                 self._next_set_refresh = None
                 self._start_reload(sets_only=True)
             now_m = time.monotonic()
