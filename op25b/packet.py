@@ -96,6 +96,8 @@ _EXT_FRAGMENT = 44
 _EXT_AH = 51
 _EXT_ESP = 50
 _EXT_NONE = 59
+# Every extension header parse() walks on its way to TCP (others end the walk).
+IPV6_EXTENSIONS_WALKED = _EXT_8OCTET | {_EXT_FRAGMENT, _EXT_AH}
 _from_bytes = int.from_bytes
 
 

@@ -23,7 +23,7 @@ from typing import Any
 from op25b.addr import format_address
 from op25b.decide import Decision, Reason, decide
 from op25b.matcher import CompiledPolicy
-from op25b.packet import Packet, PacketError, parse
+from op25b.packet import IPV6_EXTENSIONS_WALKED, Packet, PacketError, parse
 
 _SYN = 0x02
 _ACK = 0x10
@@ -88,9 +88,8 @@ def _ip_payloads(path: str) -> Iterator[tuple[float, bytes]]:
             raise CaptureError(f"{path}: capture ends badly: {e}") from e
 
 
-# IPv6 extension headers parse() walks on its way to TCP (hop-by-hop, routing,
-# fragment, AH, destination options) and TCP itself.
-_V6_TCP_OR_EXTENSION = frozenset((6, 0, 43, 44, 51, 60))
+# TCP itself, or an IPv6 extension header parse() walks on its way to TCP.
+_V6_TCP_OR_EXTENSION = IPV6_EXTENSIONS_WALKED | {6}
 
 
 def _may_be_tcp(raw: bytes) -> bool:
