@@ -1,7 +1,7 @@
 """The baseline for bench_flood.py: a bare netfilterqueue consumer with no policy at all.
 
 Run inside the lab router (``ip netns exec RTR python bench/bare_consumer.py``). It binds
-the queue with exactly the parameters ``op25b.nfq.QueueBinding`` uses (queue length,
+the queue with exactly the parameters ``op25b.kernel.nfq.QueueBinding`` uses (queue length,
 copy range, socket buffer, NETLINK_NO_ENOBUFS), prints ``READY`` once bound and gives
 every packet the same verdict without looking at it. ``run(block=True)`` keeps the
 recv/verdict loop inside netfilterqueue's C code: this is the most a Python process
@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from netfilterqueue import COPY_PACKET, NetfilterQueue, Packet
 
-from op25b.nfq import COPY_RANGE, DEFAULT_MAXLEN, SOCK_RCVBUF
+from op25b.kernel.nfq import COPY_RANGE, DEFAULT_MAXLEN, SOCK_RCVBUF
 
 _SOL_NETLINK = 270
 _NETLINK_NO_ENOBUFS = 5

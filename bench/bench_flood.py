@@ -1,6 +1,6 @@
 """Flood benchmark: can op25b hold a bot flood at kernel speed without losing allowed mail?
 
-Builds its own namespace lab (op25b.lab; torn down whatever happens), a policy with a
+Builds its own namespace lab (op25b.lab.topology; torn down whatever happens), a policy with a
 pool of 1,000,000 prefixes (``--quick``: 100,000) and measures, side by side in one run
 on the same trafgen SYN flood (bots in the pool -> 65 MX addresses through rtr):
 
@@ -60,10 +60,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import floodlab as F  # noqa: E402  (bench helper next to this file)
 
-from op25b.lab import Lab, lab_session  # noqa: E402
-from op25b.labrun import DaemonProcess, LabRunError, SyslogReceiver  # noqa: E402
-from op25b.labtools import start_listener  # noqa: E402
-from op25b.netns import popen_in, run_in  # noqa: E402
+from op25b.lab.netns import popen_in, run_in  # noqa: E402
+from op25b.lab.processes import DaemonProcess, LabRunError, SyslogReceiver  # noqa: E402
+from op25b.lab.tools import start_listener  # noqa: E402
+from op25b.lab.topology import Lab, lab_session  # noqa: E402
 
 GEN_CPU = 0
 CONSUMER_CPU = 1

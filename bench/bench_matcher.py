@@ -1,11 +1,11 @@
-"""Benchmark op25b.matcher's LPM table against the alternatives it was chosen over.
+"""Benchmark op25b.policy.compiled's LPM table against the alternatives it was chosen over.
 
 For 10k, 100k and 1M random ISP-like prefixes (half v4, half v6, nested, seeded RNG)
 prints compile time (CPU seconds), memory (tracemalloc retained + peak, and the RSS growth measured
 in a fresh subprocess so earlier runs cannot hide it) and lookups per CPU second for
 hits and for random addresses, for each structure side by side:
 
-- ``buckets``  op25b.matcher.PrefixTable (chosen): disjoint intervals, bucket index,
+- ``buckets``  op25b.policy.lpm.PrefixTable (chosen): disjoint intervals, bucket index,
                then a bisect over the few intervals of one bucket
 - ``bisect``   the same intervals with one plain bisect over all of them
 - ``dicts``    per-prefix-length dicts {masked_int: index}, longest length first
@@ -40,8 +40,9 @@ from typing import Protocol
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from op25b.matcher import NO_MATCH, CompiledPolicy, PrefixTable, compile_policy
-from op25b.model import (
+from op25b.policy.compiled import CompiledPolicy, compile_policy
+from op25b.policy.lpm import NO_MATCH, PrefixTable
+from op25b.policy.model import (
     Action,
     DaemonConfig,
     Location,
@@ -156,7 +157,7 @@ class BisectLpm:
 
 
 STRUCTURES: dict[str, Callable[[int, Pairs], Lpm]] = {
-    "buckets": PrefixTable.build,  # chosen: op25b.matcher.PrefixTable
+    "buckets": PrefixTable.build,  # chosen: op25b.policy.lpm.PrefixTable
     "bisect": BisectLpm,
     "dicts": DictLpm,
 }

@@ -1,4 +1,4 @@
-"""Micro-benchmark of ``op25b.packet.parse`` against scapy dissection.
+"""Micro-benchmark of ``op25b.dataplane.packet.parse`` against scapy dissection.
 
 Run: ``.venv/bin/python bench/bench_parse.py [--number N] [--repeat R] [--json]``
 
@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from op25b.packet import Packet, _new_packet, parse
+from op25b.dataplane.packet import Packet, _new_packet, parse
 
 
 def cases() -> dict[str, bytes]:

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from op25b.netns import popen_in, run_in
+from op25b.lab.netns import popen_in, run_in
 
 FLOOD_NET_V4 = "100.80.0.0/12"
 _FLOOD_BASE_V4 = (100 << 24) | (80 << 16)

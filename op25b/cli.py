@@ -70,7 +70,7 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--abuse-window", type=float, help="override daemon.abuse_window")
 
     rep = sub.add_parser("report", help="abuse-desk summary of blocked sources")
-    from op25b import report
+    from op25b.report import desk as report
 
     report.add_arguments(rep)
 
@@ -88,8 +88,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from op25b.loader import PolicyError, load_policy
-    from op25b.summary import summarize
+    from op25b.policy.loader import PolicyError, load_policy
+    from op25b.policy.summary import summarize
 
     try:
         result = load_policy(args.policy, now=_parse_now(args.now))
@@ -105,10 +105,10 @@ def _cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _cmd_explain(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from op25b.addr import parse_address
-    from op25b.decide import decide_addresses
-    from op25b.loader import PolicyError, load_policy
-    from op25b.matcher import compile_policy
+    from op25b.policy.addr import parse_address
+    from op25b.policy.compiled import compile_policy
+    from op25b.policy.decide import decide_addresses
+    from op25b.policy.loader import PolicyError, load_policy
 
     try:
         src_v, src = parse_address(args.src)
@@ -142,9 +142,9 @@ def _cmd_explain(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _cmd_replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from op25b.loader import PolicyError, load_policy
-    from op25b.matcher import compile_policy
-    from op25b.replay import CaptureError, replay
+    from op25b.policy.compiled import compile_policy
+    from op25b.policy.loader import PolicyError, load_policy
+    from op25b.report.replay import CaptureError, replay
 
     try:
         policy = load_policy(args.policy).policy
@@ -209,7 +209,7 @@ def _missing(err: TextIO, what: str, exc: ImportError, extra: str) -> int:
 
 def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:
-        from op25b.daemon import Overrides, run
+        from op25b.daemon.worker import Overrides, run
     except ImportError as e:
         return _missing(err, "run", e, "daemon")
 
@@ -226,14 +226,14 @@ def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _cmd_report(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from op25b import report
+    from op25b.report import desk as report
 
     return report.run(args, out, err)
 
 
 def _cmd_lab(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:
-        from op25b import lab
+        from op25b.lab import topology as lab
     except ImportError as e:
         return _missing(err, "lab", e, "lab")
 
@@ -256,7 +256,7 @@ def _cmd_lab(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:
-        from op25b import demo
+        from op25b.lab import demo
     except ImportError as e:
         return _missing(err, "demo", e, "lab")
 
@@ -264,8 +264,8 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _cmd_rules(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from op25b import rules
-    from op25b.ipsets import RulesError
+    from op25b.kernel import rules
+    from op25b.kernel.ipsets import RulesError
 
     try:
         if args.action == "status":

@@ -21,10 +21,10 @@ if shutil.which("ip") is None:
 
 pytest.importorskip("pyroute2", reason="lab tests need pyroute2 (pip install .[lab])")
 
-# Imported after the skips on purpose: op25b.lab imports pyroute2.
-from op25b import lab as lab_mod
-from op25b.lab import Lab, lab_session
-from op25b.labtools import MAIL_PORTS, Listener, start_listener
+# Imported after the skips on purpose: op25b.lab.topology imports pyroute2.
+from op25b.lab import topology as lab_mod
+from op25b.lab.tools import MAIL_PORTS, Listener, start_listener
+from op25b.lab.topology import Lab, lab_session
 
 ISP_ADDRESSES = (lab_mod.ISP_MTA_V4, lab_mod.ISP_MTA_V6)
 NET_ADDRESSES = (

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from op25b import lab as L
-from op25b.lab import Lab
-from op25b.labrun import DaemonProcess, SyslogReceiver, sd_params
-from op25b.labtools import ConnectResult, Listener, Probe, probe_many
-from op25b.netns import run_in
+from op25b.lab import topology as L
+from op25b.lab.netns import run_in
+from op25b.lab.processes import DaemonProcess, SyslogReceiver, sd_params
+from op25b.lab.tools import ConnectResult, Listener, Probe, probe_many
+from op25b.lab.topology import Lab
 
 POLICY = """\
 version: 1
@@ -121,7 +121,7 @@ def start(lab: Lab, listeners: dict[str, Listener], tmp_path: Path) -> Iterator[
         if r.daemon.proc.poll() is None:
             r.stop()
     # Whatever happened, leave the router without op25b rules for the next test.
-    from op25b import rules
+    from op25b.kernel import rules
 
     rules.remove(cmd_prefix=["ip", "netns", "exec", lab.rtr])
 

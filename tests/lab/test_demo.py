@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from op25b import demo
-from op25b import lab as L
-from op25b.lab import Lab, lab_down
-from op25b.mailservers import find_message, received_chain
-from op25b.netns import netns_exists
+from op25b.lab import demo
+from op25b.lab import topology as L
+from op25b.lab.mailservers import find_message, received_chain
+from op25b.lab.netns import netns_exists
+from op25b.lab.topology import Lab, lab_down
 
 pytestmark = pytest.mark.skipif(shutil.which("swaks") is None, reason="the demo needs swaks")
 

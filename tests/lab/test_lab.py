@@ -14,8 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from op25b import lab as lab_mod
-from op25b.lab import (
+from op25b.lab import topology as lab_mod
+from op25b.lab.netns import list_netns, netns_exists, netns_pids, run_in
+from op25b.lab.tools import (
+    MAIL_PORTS,
+    ConnectResult,
+    Listener,
+    Probe,
+    connect,
+    probe_many,
+    start_listener,
+)
+from op25b.lab.topology import (
     HOSTS,
     Lab,
     LabError,
@@ -26,16 +36,6 @@ from op25b.lab import (
     lab_status,
     lab_up,
 )
-from op25b.labtools import (
-    MAIL_PORTS,
-    ConnectResult,
-    Listener,
-    Probe,
-    connect,
-    probe_many,
-    start_listener,
-)
-from op25b.netns import list_netns, netns_exists, netns_pids, run_in
 
 SUBSCRIBER_SOURCES = {
     "res": HOSTS["res"].addresses,  # primary plus the exemption / carve-out extras

@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from op25b.counters import Counters, format_counters
-from op25b.decide import Decision, Reason, Verdict
-from op25b.model import SyslogConfig, SyslogTransport
-from op25b.syslog import Severity, SyslogSender
+from op25b.daemon.countersline import format_counters
+from op25b.daemon.syslog import Severity, SyslogSender
+from op25b.dataplane.counters import Counters
+from op25b.policy.decide import Decision, Reason, Verdict
+from op25b.policy.model import SyslogConfig, SyslogTransport
 
 RSYSLOGD = shutil.which("rsyslogd") or (
     "/usr/sbin/rsyslogd" if Path("/usr/sbin/rsyslogd").exists() else None

@@ -1,4 +1,4 @@
-"""Lab tests for ``op25b.rules`` / ``op25b.ipsets`` against the real kernel (root).
+"""Lab tests for ``op25b.kernel.rules`` / ``op25b.kernel.ipsets`` against the real kernel (root).
 
 Every test runs its commands in network namespaces it creates (``op25b-rt-<random>``
 and friends) and always deletes; the root namespace's firewall, routes and interfaces
@@ -24,10 +24,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 from builders import make_policy
 
-from op25b import rules
-from op25b.ipsets import compute_sets, run_command, set_name
-from op25b.model import Action, DaemonConfig, DownMode, Policy
-from op25b.rules import RuleConfig, RulesError
+from op25b.kernel import rules
+from op25b.kernel.ipsets import compute_sets, run_command, set_name
+from op25b.kernel.rules import RuleConfig, RulesError
+from op25b.policy.model import Action, DaemonConfig, DownMode, Policy
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="lab tests need root")
 
@@ -211,8 +211,8 @@ def test_update_sets_swaps_contents(ns: list[str]) -> None:
 
 
 def test_block_cache_helpers(ns: list[str]) -> None:
-    from op25b.addr import parse_address
-    from op25b.ipsets import block_cache_add, block_cache_read
+    from op25b.kernel.ipsets import block_cache_add, block_cache_read
+    from op25b.policy.addr import parse_address
 
     p = policy(daemon=DaemonConfig(block_cache_timeout=30))
     rules.install(RuleConfig.from_policy(p), compute_sets(p, NOW), ns)

@@ -1,4 +1,4 @@
-"""Build ``op25b.model`` objects directly in unit tests, without YAML or the loader.
+"""Build ``op25b.policy.model`` objects directly in unit tests, without YAML or the loader.
 
 Every object gets a distinct synthetic Location (file ``test.yaml``, one line per
 element, in the order given) so tests can assert *which* rule decided. Defaults
@@ -20,9 +20,9 @@ from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 
-from op25b.addr import parse_address, parse_prefix
-from op25b.matcher import CompiledPolicy, compile_policy
-from op25b.model import (
+from op25b.policy.addr import parse_address, parse_prefix
+from op25b.policy.compiled import CompiledPolicy, compile_policy
+from op25b.policy.model import (
     Action,
     DaemonConfig,
     Exemption,

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from op25b.abuselog import AbuseAggregator, AbuseLogWriter, AbuseRecord
-from op25b.addr import parse_address
-from op25b.decide import Verdict
-from op25b.model import Location
+from op25b.daemon.abuselog import AbuseLogWriter
+from op25b.dataplane.aggregator import AbuseAggregator, AbuseRecord
+from op25b.policy.addr import parse_address
+from op25b.policy.decide import Verdict
+from op25b.policy.model import Location
 
 T0 = float(calendar.timegm((2026, 11, 23, 18, 0, 0)))  # a window boundary for 300 s
 RULE = Location("policies/example.yaml", 4, 9)
@@ -295,8 +296,9 @@ def test_writer_errors_are_counted_not_raised(tmp_path: Path) -> None:
 CRASHER = textwrap.dedent(
     """
     import sys, time
-    from op25b.abuselog import AbuseAggregator, AbuseLogWriter
-    from op25b.decide import Verdict
+    from op25b.daemon.abuselog import AbuseLogWriter
+    from op25b.dataplane.aggregator import AbuseAggregator
+    from op25b.policy.decide import Verdict
     path, t0 = sys.argv[1], float(sys.argv[2])
     a = AbuseAggregator(window=300, router="edge1")
     w = AbuseLogWriter(path)

@@ -1,4 +1,4 @@
-"""Tests for op25b.addr: address/prefix text <-> (version, int), checked against the
+"""Tests for op25b.policy.addr: address/prefix text <-> (version, int), checked against the
 standard library's ``ipaddress`` as the independent reference."""
 
 from __future__ import annotations
@@ -9,8 +9,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from op25b.addr import bits, contains, format_address, parse_address, parse_prefix, prefix_text
-from op25b.model import Prefix
+from op25b.policy.addr import (
+    bits,
+    contains,
+    format_address,
+    parse_address,
+    parse_prefix,
+    prefix_text,
+)
+from op25b.policy.model import Prefix
 
 # ------------------------------------------------------------------------ addresses
 

@@ -7,16 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from op25b.counters import (
-    CounterReporter,
-    Counters,
-    QueueStats,
-    format_counters,
-    kernel_queue_stats,
-    parse_queue_stats,
-)
-from op25b.decide import Decision, Reason, Verdict
-from op25b.model import Location
+from op25b.daemon.countersline import CounterReporter, format_counters
+from op25b.dataplane.counters import Counters
+from op25b.kernel.queuestats import QueueStats, kernel_queue_stats, parse_queue_stats
+from op25b.policy.decide import Decision, Reason, Verdict
+from op25b.policy.model import Location
 
 LOC = Location("p.yaml", 3, 9)
 ACCEPT_NG = Decision(Verdict.ACCEPT, Reason.NOT_GUARDED, None, LOC)

@@ -1,4 +1,4 @@
-"""Tests for op25b.decide: every row of DESIGN.md §1 and the fixed decision order of
+"""Tests for op25b.policy.decide: every row of DESIGN.md §1 and the fixed decision order of
 §3, on a policy built in code (builders.py) and on the real policies/example.yaml,
 for IPv4 and IPv6; plus a property test against a brute-force reference model.
 
@@ -20,12 +20,12 @@ from builders import addr, make_policy
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from op25b.addr import format_address, parse_prefix, prefix_text
-from op25b.decide import Decision, Reason, Verdict, decide, decide_addresses
-from op25b.loader import load_policy, load_policy_text
-from op25b.matcher import compile_policy
-from op25b.model import Action, Location, Policy, Prefix
-from op25b.packet import Packet
+from op25b.dataplane.packet import Packet
+from op25b.policy.addr import format_address, parse_prefix, prefix_text
+from op25b.policy.compiled import compile_policy
+from op25b.policy.decide import Decision, Reason, Verdict, decide, decide_addresses
+from op25b.policy.loader import load_policy, load_policy_text
+from op25b.policy.model import Action, Location, Policy, Prefix
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "policies" / "example.yaml"
 # Between the example's expired (2024-06-30) and active (2027-01-31) exemptions.

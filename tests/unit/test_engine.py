@@ -1,4 +1,4 @@
-"""Tests for op25b.engine.Enforcer: raw packet bytes in, queue verdict out, with real
+"""Tests for op25b.dataplane.enforcer.Enforcer: raw packet bytes in, queue verdict out, with real
 Counters and AbuseAggregator and no kernel. Packets are built with ``struct`` so
 these tests do not need scapy."""
 
@@ -10,14 +10,14 @@ from datetime import UTC, datetime
 import pytest
 from builders import addr, make_compiled
 
-from op25b.abuselog import AbuseAggregator
-from op25b.counters import Counters
-from op25b.decide import Reason, Verdict
-from op25b.engine import Enforcer
-from op25b.matcher import CompiledPolicy
-from op25b.model import Action
-from op25b.nfq import VERDICT_ACCEPT, VERDICT_DROP, VERDICT_REJECT
-from op25b.packet import MAX_EXTENSION_HEADERS, PacketError, parse
+from op25b.dataplane.aggregator import AbuseAggregator
+from op25b.dataplane.counters import Counters
+from op25b.dataplane.enforcer import Enforcer
+from op25b.dataplane.packet import MAX_EXTENSION_HEADERS, PacketError, parse
+from op25b.dataplane.verdicts import VERDICT_ACCEPT, VERDICT_DROP, VERDICT_REJECT
+from op25b.policy.compiled import CompiledPolicy
+from op25b.policy.decide import Reason, Verdict
+from op25b.policy.model import Action
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 SYN, ACK = 0x02, 0x10

@@ -1,4 +1,4 @@
-"""Tests for op25b.loader: the example, exact error positions, pool files, warnings."""
+"""Tests for op25b.policy.loader: the example, exact error positions, pool files, warnings."""
 
 from __future__ import annotations
 
@@ -12,16 +12,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from op25b import addr
-from op25b.loader import (
+from op25b.policy import addr
+from op25b.policy.loader import (
     MAX_REDUNDANT_LISTED,
     LoadResult,
     PolicyError,
     load_policy,
     load_policy_text,
 )
-from op25b.model import Action, DownMode, Location, SyslogTransport
-from op25b.summary import summarize
+from op25b.policy.model import Action, DownMode, Location, SyslogTransport
+from op25b.policy.summary import summarize
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "policies" / "example.yaml"
@@ -747,8 +747,8 @@ def test_daemon_defaults_when_absent_or_empty(in_tmp: Path) -> None:
         (
             "syslog: {facility: local9}",
             "p.yaml:9:22: daemon.syslog.facility: expected one of kern | user | mail | daemon"
-            " | auth | local0 | local1 | local2 | local3 | local4 | local5 | local6 | local7,"
-            " got a string ('local9')",
+            " | auth | syslog | lpr | news | uucp | cron | authpriv | ftp | local0 | local1"
+            " | local2 | local3 | local4 | local5 | local6 | local7, got a string ('local9')",
         ),
         (
             "syslog: {address: 'udp://2001:db8::1:514'}",

@@ -1,4 +1,4 @@
-"""Tests for op25b.matcher: LPM tables against a brute-force reference, and the
+"""Tests for op25b.policy.compiled: LPM tables against a brute-force reference, and the
 CompiledPolicy lookups (plans, exemptions, provider MTAs) the decision core uses."""
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from builders import FAR_FUTURE, addr, make_compiled, make_plan, make_policy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from op25b.addr import parse_prefix
-from op25b.matcher import NO_MATCH, PrefixTable, compile_policy
+from op25b.policy.addr import parse_prefix
+from op25b.policy.compiled import compile_policy
+from op25b.policy.lpm import NO_MATCH, PrefixTable
 
 # --------------------------------------------------------------------------- reference
 
@@ -216,7 +217,7 @@ def test_plan_of_longest_prefix_across_plans_and_location() -> None:
 def test_plan_of_matches_brute_force(
     v4: list[list[tuple[int, int]]], v6: list[list[tuple[int, int]]]
 ) -> None:
-    from op25b.model import Prefix
+    from op25b.policy.model import Prefix
 
     plans = {}
     for k in range(max(len(v4), len(v6))):
@@ -298,7 +299,7 @@ def test_exemptions_most_specific_first() -> None:
 def test_exemptions_of_matches_brute_force(
     prefixes: list[tuple[int, int]], probes: list[int]
 ) -> None:
-    from op25b.model import Prefix
+    from op25b.policy.model import Prefix
 
     policy = make_policy(
         exemptions=[(Prefix(4, n, ln), FAR_FUTURE, f"T{i}") for i, (n, ln) in enumerate(prefixes)]

@@ -1,4 +1,4 @@
-"""Tests for ``op25b.packet``: golden vectors, every truncation, fuzzing, input types.
+"""Tests for ``op25b.dataplane.packet``: golden vectors, every truncation, fuzzing, input types.
 
 The contract under test: for *any* byte string ``parse()`` either returns a Packet
 or raises PacketError -- never struct.error, IndexError or anything else -- and a
@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from vectors import LITERAL_VECTORS, Vector, scapy_vectors  # tests/unit, as builders.py
 
-from op25b.packet import (
+from op25b.dataplane.packet import (
     MAX_EXTENSION_HEADERS,
     TCP_BYTES_NEEDED,
     Packet,
@@ -92,7 +92,7 @@ def test_packet_error_is_value_error() -> None:
 def test_parsed_packet_is_a_real_frozen_packet() -> None:
     # parse() builds Packets without the dataclass __init__ (see _PacketBuilder):
     # the result must be indistinguishable from one built the ordinary way.
-    from op25b import packet as packet_module
+    from op25b.dataplane import packet as packet_module
 
     assert packet_module._new_packet is not Packet, "fast Packet construction fell back"
     v = LITERAL_VECTORS[3]

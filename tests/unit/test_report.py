@@ -25,7 +25,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from op25b import report
+from op25b.report import desk as report
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 T0 = datetime(2026, 11, 23, 18, 0, tzinfo=UTC)
@@ -471,7 +471,7 @@ def png_size(data: bytes) -> tuple[int, int]:
 
 def test_chart_is_a_png_of_the_configured_size(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
-    from op25b import chart
+    from op25b.report import chart
 
     log = write(tmp_path / "b.jsonl", bot_records() + client_records())
     png = tmp_path / "ticket.png"
@@ -525,10 +525,13 @@ def test_chart_unwritable_path_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_report_does_not_import_matplotlib() -> None:
-    code = "import sys, op25b.report, op25b.chart; sys.exit('matplotlib' in sys.modules)"
+    code = (
+        "import sys, op25b.report.desk, op25b.report.chart\n"
+        "sys.exit('matplotlib' in sys.modules)"
+    )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
 @given(st.integers(0, 253_402_300_799_999))  # up to 9999-12-31T23:59:59.999Z
 def test_timestamps_round_trip_to_the_millisecond(ms: int) -> None:
-    assert report.parse_timestamp(report.format_timestamp(ms)) == ms
+    assert report.parse_timestamp(report.format_ms(ms)) == ms

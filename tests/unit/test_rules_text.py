@@ -1,5 +1,5 @@
-"""Pure tests for ``op25b.rules`` and ``op25b.ipsets``: generated restore texts and set
-contents, no root and no kernel.
+"""Pure tests for ``op25b.kernel.rules`` and ``op25b.kernel.ipsets``: generated restore texts
+and set contents, no root and no kernel.
 
 The central property: the kernel sets answer exactly as ``decide()`` does. A small
 model of ipset semantics (hash:ip = membership; hash:net = the most specific entry
@@ -18,9 +18,7 @@ from builders import make_policy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from op25b.addr import parse_address, parse_prefix, prefix_text
-from op25b.decide import Verdict, decide_addresses
-from op25b.ipsets import (
+from op25b.kernel.ipsets import (
     TMP_SUFFIX,
     BlockEntry,
     compute_sets,
@@ -30,9 +28,7 @@ from op25b.ipsets import (
     render_swap,
     set_name,
 )
-from op25b.matcher import compile_policy
-from op25b.model import Action, DaemonConfig, DownMode
-from op25b.rules import (
+from op25b.kernel.rules import (
     ACCEPT_MARK,
     MARK_MASK,
     REJECT_MARK,
@@ -41,6 +37,10 @@ from op25b.rules import (
     render_rules,
     verdict_mark,
 )
+from op25b.policy.addr import parse_address, parse_prefix, prefix_text
+from op25b.policy.compiled import compile_policy
+from op25b.policy.decide import Verdict, decide_addresses
+from op25b.policy.model import Action, DaemonConfig, DownMode
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 PAST = NOW - timedelta(days=1)

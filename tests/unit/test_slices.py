@@ -1,4 +1,4 @@
-"""op25b.slices: the GIL-friendly helpers must behave exactly like the builtins."""
+"""op25b.util.slices: the GIL-friendly helpers must behave exactly like the builtins."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ def test_slices_sort_and_split_like_the_builtins() -> None:
     """The GIL-friendly helpers give exactly what list.sort() and str.split give."""
     import random
 
-    from op25b.slices import SLICE, lines_in_slices, sort_in_slices
+    from op25b.util.slices import SLICE, lines_in_slices, sort_in_slices
 
     rng = random.Random(5)
     items = [rng.getrandbits(80) for _ in range(SLICE * 3 + 17)]
@@ -22,7 +22,7 @@ def test_slices_sort_and_split_like_the_builtins() -> None:
 def test_prefix_list_release_frees_everything() -> None:
     from array import array
 
-    from op25b.model import Prefix, PrefixList
+    from op25b.policy.model import Prefix, PrefixList
 
     items = [Prefix(4, i << 8, 24) for i in range(70_000)]
     pl = PrefixList.build(
@@ -33,5 +33,5 @@ def test_prefix_list_release_frees_everything() -> None:
         array("I", [1]) * len(items),
     )
     assert len(pl) == 70_000 and pl[5] == items[5]
-    pl.release(step=4096)
+    pl.release()
     assert len(pl) == 0

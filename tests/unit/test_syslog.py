@@ -11,17 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from op25b.model import SyslogConfig, SyslogTransport
-from op25b.syslog import (
+from op25b.daemon.syslog import (
     Severity,
     SyslogSender,
     facility_code,
     format_local,
     format_rfc5424,
     format_structured_data,
-    format_timestamp,
     frame_octet_counting,
 )
+from op25b.policy.model import SyslogConfig, SyslogTransport
+from op25b.util.timefmt import format_seconds
 
 T = calendar.timegm((2026, 11, 23, 18, 0, 3)) + 0.412
 PARAMS = (("accept", "12"), ("drop", "3"))
@@ -122,8 +122,8 @@ def test_structured_data_empty_is_nil() -> None:
 
 
 def test_timestamp_rounds_to_written_millisecond() -> None:
-    assert format_timestamp(T) == "2026-11-23T18:00:03.412Z"
-    assert format_timestamp(0.0) == "1970-01-01T00:00:00.000Z"
+    assert format_seconds(T) == "2026-11-23T18:00:03.412Z"
+    assert format_seconds(0.0) == "1970-01-01T00:00:00.000Z"
 
 
 def test_facility_names() -> None:

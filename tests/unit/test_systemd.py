@@ -1,6 +1,6 @@
 """Tests for the systemd integration: the unit file (``systemd-analyze verify`` plus
 the properties the daemon relies on), the logrotate snippet (``logrotate -d``), and
-op25b.sdnotify against a real unix datagram socket standing in for systemd."""
+op25b.daemon.sdnotify against a real unix datagram socket standing in for systemd."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from op25b.sdnotify import Notifier
+from op25b.daemon.sdnotify import Notifier
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "systemd" / "op25b.service"
@@ -129,7 +129,7 @@ def test_unit_runs_check_then_run_on_the_same_policy(
 
 def test_unit_can_write_its_abuse_log(unit: dict[str, dict[str, list[str]]]) -> None:
     # ProtectSystem=strict makes /var read-only: the default abuse_log dir must be writable
-    from op25b.model import DaemonConfig
+    from op25b.policy.model import DaemonConfig
 
     log_dir = str(Path(DaemonConfig().abuse_log).parent)
     writable = " ".join(unit["Service"].get("ReadWritePaths", [])).split()

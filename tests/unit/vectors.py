@@ -1,4 +1,4 @@
-"""Golden packet vectors for the ``op25b.packet`` tests.
+"""Golden packet vectors for the ``op25b.dataplane.packet`` tests.
 
 Two sources, on purpose:
 
@@ -21,7 +21,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
-from op25b.packet import TCP_BYTES_NEEDED, Packet
+from op25b.dataplane.packet import TCP_BYTES_NEEDED, Packet
 
 SYN, FIN, RST, PSH, ACK, ECE, CWR = 0x02, 0x01, 0x04, 0x08, 0x10, 0x40, 0x80
 

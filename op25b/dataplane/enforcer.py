@@ -1,0 +1,155 @@
+"""The per-packet path: parse, decide, count, aggregate. No sockets, no files.
+
+``Enforcer.handle`` is what the queue binding calls for every packet. It is kept free
+of I/O so it can be unit-tested and benchmarked without a kernel; everything slow
+(syslog lines for new sources, writing the abuse log) is queued here and done by the
+daemon loop between batches.
+
+Speed: a flood is many packets from few sources, and for a guarded port to a
+destination that is not a provider MTA the decision depends on the source alone
+(steps 3-6 of the fixed order). So those decisions are memoised per source; the memo
+is dropped when the policy changes, when an exemption expires (the next expiry instant
+is known), and when it grows past a bound. ``decide()`` itself stays pure.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Protocol
+
+from op25b.dataplane.aggregator import AbuseAggregator
+from op25b.dataplane.counters import Counters
+from op25b.dataplane.keys import V6_KEY_BIT
+from op25b.dataplane.packet import Packet, PacketError, parse, parse_addresses
+from op25b.dataplane.verdicts import FOR_VERDICT
+from op25b.policy.compiled import CompiledPolicy
+from op25b.policy.decide import Decision, Reason, Verdict, decide, decide_addresses
+
+_MEMO_MAX = 1 << 18
+
+
+class CacheSink(Protocol):
+    """Where blocked sources go for the kernel verdict cache (``op25b.kernel.blockcache``)."""
+
+    def want(self, version: int, src: int, decision: Decision) -> None:
+        """Per-packet: remember a blocked source; must be cheap and never raise."""
+
+
+class Enforcer:
+    """Holds the compiled policy in force and applies it to raw packets."""
+
+    def __init__(
+        self,
+        compiled: CompiledPolicy,
+        counters: Counters,
+        aggregator: AbuseAggregator,
+        on_error: int,
+    ) -> None:
+        # The loop refreshes these once per batch: one clock read per batch, not per
+        # packet, and decide() stays pure.
+        self.now = datetime.now(UTC)
+        self.wall = self.now.timestamp()
+        self._memo: dict[int, Decision] = {}
+        self._memo_from = self.now
+        self._memo_until: datetime | None = None
+        self.compiled = compiled  # (a property: also resets the memo)
+        self.counters = counters
+        self.aggregator = aggregator
+        self.on_error = on_error
+        # (packet, decision) of sources seen for the first time; the loop sends one
+        # syslog NOTICE each and clears the list.
+        self.new_sources: list[tuple[Packet, Decision]] = []
+        # The kernel verdict cache, when enabled: blocked sources are handed to it here;
+        # it batches them into one ipset call per 64 sources or 5 ms (op25b.kernel.blockcache).
+        self.cache: CacheSink | None = None
+
+    @property
+    def compiled(self) -> CompiledPolicy:
+        """The policy in force; assigning a new one (reload) drops the memo."""
+        return self._compiled
+
+    @compiled.setter
+    def compiled(self, compiled: CompiledPolicy) -> None:
+        self._compiled = compiled
+        self._guarded = compiled.guarded
+        # The port an address-only decision assumes: any guarded one decides the same.
+        self._some_guarded_port = min(compiled.guarded)
+        self._reset_memo(self.now)
+
+    def _reset_memo(self, now: datetime) -> None:
+        self._memo = {}
+        self._memo_from = now
+        # Source-only decisions change by themselves only when an exemption expires.
+        future = [e.expires for e in self._compiled.policy.exemptions if e.expires > now]
+        self._memo_until = min(future) if future else None
+
+    def set_clock(self, now: datetime) -> None:
+        """Called by the loop before each batch."""
+        self.now = now
+        self.wall = now.timestamp()
+        # Reset at the next expiry, and if the clock stepped back past the reset.
+        if (self._memo_until is not None and now >= self._memo_until) or now < self._memo_from:
+            self._reset_memo(now)
+
+    def handle(self, payload: bytes) -> int:
+        """Verdict for one raw packet; never raises."""
+        try:
+            pkt = parse(payload)
+        except PacketError:
+            self.counters.record_parse_error()
+            return self._decide_unparsable(payload)
+        try:
+            if (
+                pkt.dport in self._guarded
+                and self._compiled.provider_mta(pkt.version, pkt.dst) is None
+            ):
+                key = pkt.src if pkt.version == 4 else pkt.src | V6_KEY_BIT  # inlined source_key()
+                memo = self._memo
+                d = memo.get(key)
+                if d is None:
+                    d = decide(self._compiled, pkt, self.now)
+                    if len(memo) >= _MEMO_MAX:
+                        memo.clear()
+                    memo[key] = d
+            else:
+                d = decide(self._compiled, pkt, self.now)
+        except Exception:
+            # A bug in deciding must not stop enforcement: count it, apply on_error.
+            self.counters.record_undecidable()
+            return self.on_error
+        self.counters.record(d)
+        if d.reason is Reason.BLOCKED:
+            if self.aggregator.observe(
+                pkt.version, pkt.src, pkt.dst, pkt.dport, d.plan, d.verdict, d.rule, self.wall
+            ):
+                self.new_sources.append((pkt, d))
+            if self.cache is not None and d.verdict is not Verdict.MONITOR:
+                self.cache.want(pkt.version, pkt.src, d)
+        return FOR_VERDICT[d.verdict]
+
+    def decide_on_addresses(self, version: int, src: int, dst: int = 0) -> Decision:
+        """Decide without a TCP header: the kernel only queues TCP to guarded ports.
+
+        Used for packets whose TCP header the parser cannot reach, and by the leader
+        for sources another worker put in the verdict cache (``dst`` 0 is never a
+        provider MTA, so that is the source's decision towards any MX).
+        """
+        port = self._some_guarded_port
+        return decide_addresses(self._compiled, version, src, dst, port, self.now)
+
+    def _decide_unparsable(self, payload: bytes) -> int:
+        # A packet whose TCP header we cannot reach is still decidable on its
+        # addresses; on_error covers the rest. It stays counted as a parse error (not
+        # twice as a decision), but a blocked one goes to the abuse log: a bot dressing
+        # up its SYNs is still a bot.
+        try:
+            version, src, dst = parse_addresses(payload)
+            d = self.decide_on_addresses(version, src, dst)
+        except Exception:
+            return self.on_error
+        port = self._some_guarded_port
+        if d.reason is Reason.BLOCKED and self.aggregator.observe(
+            version, src, dst, port, d.plan, d.verdict, d.rule, self.wall
+        ):
+            self.new_sources.append((Packet(version, src, dst, 0, port, 0), d))
+        return FOR_VERDICT[d.verdict]

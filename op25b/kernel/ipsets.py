@@ -1,0 +1,431 @@
+"""The kernel ipsets op25b keeps: what goes in them (pure) and how they are replaced.
+
+Four sets per family, named ``op25b-<kind><4|6>``:
+
+- ``mta``   hash:ip   provider MTA addresses (destinations every subscriber may reach);
+- ``subs``  hash:net  every plan prefix of every plan (sources that are subscribers);
+- ``allow`` hash:net  sources a decision accepts although they are subscribers, written
+  so that ipset's own semantics (the most specific entry wins, a ``nomatch`` entry is a
+  non-match) give exactly what ``decide()`` gives: see ``family_contents``;
+- ``block`` hash:ip with timeout and counters, the kernel verdict cache of sources the
+  daemon blocked (filled at run time, flushed on every reload).
+
+So "accept" == ``mta(dst) or allow(src) or not subs(src)``, which is what the fail-static
+fallback and the optional fast path in ``op25b.kernel.rules`` test.
+
+Contents are computed by a pure function (``compute_sets``) from a Policy and ``now``;
+``apply_sets`` loads them with ``ipset restore`` into temporary sets first and then swaps
+them into place, so a reload never leaves a window in which a set is empty or half full.
+
+This module is the lowest kernel-facing layer, so it also owns the one error type
+(``RulesError``) and the command runner that ``op25b.kernel.rules`` shares.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from op25b.errors import EnvironmentFailure
+from op25b.policy.addr import bits, format_address, prefix_text
+from op25b.policy.model import Policy, Prefix
+
+SET_PREFIX = "op25b-"
+KINDS = ("mta", "allow", "subs", "block")
+TMP_SUFFIX = "-tmp"
+
+# The smallest sizes ipset would pick anyway; larger policies get sizes from their count
+# so a 1M-prefix pool neither hits maxelem nor spends the load rehashing a tiny table.
+_MIN_MAXELEM = 65536
+_MIN_HASHSIZE = 1024
+DEFAULT_BLOCK_MAXELEM = 1 << 20  # a botnet can be large; entries time out anyway
+
+
+class RulesError(EnvironmentFailure):
+    """A firewall command (iptables/ip6tables/ipset) failed; carries its stderr."""
+
+    def __init__(self, argv: Sequence[str], returncode: int, stderr: str) -> None:
+        self.argv = tuple(argv)
+        self.returncode = returncode
+        self.stderr = stderr.strip()
+        super().__init__(f"{' '.join(self.argv)} failed (exit {returncode}): {self.stderr}")
+
+
+def run_command(
+    args: Sequence[str], cmd_prefix: Sequence[str] = (), input_text: str | None = None
+) -> str:
+    """Run ``cmd_prefix + args`` (argument list, no shell); stdout, or RulesError."""
+    argv = [*cmd_prefix, *args]
+    try:
+        proc = subprocess.run(argv, input=input_text, capture_output=True, text=True, check=False)
+    except OSError as exc:  # missing binary, permission: same error type for callers
+        raise RulesError(argv, -1, str(exc)) from None
+    if proc.returncode != 0:
+        raise RulesError(argv, proc.returncode, proc.stderr)
+    return proc.stdout
+
+
+def set_name(kind: str, version: int) -> str:
+    """``op25b-mta4`` and friends."""
+    return f"{SET_PREFIX}{kind}{version}"
+
+
+def all_set_names() -> tuple[str, ...]:
+    """Every set name op25b may own, temporaries included (for cleanup)."""
+    names = [set_name(k, v) for v in (4, 6) for k in KINDS]
+    return (*names, *(n + TMP_SUFFIX for n in names))
+
+
+@dataclass(frozen=True)
+class FamilySets:
+    """The contents of one family's static sets."""
+
+    version: int
+    mta: tuple[int, ...]  # addresses
+    allow: tuple[tuple[Prefix, bool], ...]  # (prefix, nomatch)
+    subs: tuple[Prefix, ...]
+
+
+@dataclass(frozen=True)
+class SetContents:
+    """Everything ``apply_sets`` loads; ``block_timeout`` 0 means no verdict cache set."""
+
+    v4: FamilySets
+    v6: FamilySets
+    block_timeout: int = 0
+    block_maxelem: int = DEFAULT_BLOCK_MAXELEM
+
+    def family(self, version: int) -> FamilySets:
+        """The sets of IP version 4 or 6."""
+        return self.v4 if version == 4 else self.v6
+
+
+# ---------------------------------------------------------------- pure contents
+
+_Key = tuple[int, int]  # (network, length)
+
+
+def _covered_by(
+    key: _Key,
+    table: dict[_Key, bool] | set[_Key],
+    lengths: Iterable[int],
+    width: int,
+    *,
+    strict: bool,
+) -> bool:
+    """True when some entry of ``table`` (at one of ``lengths``) contains ``key``.
+
+    Probing each distinct shorter length is O(distinct lengths) per key, which stays
+    small for real policies even with a million pool prefixes.
+    """
+    network, length = key
+    for ln in lengths:
+        if ln > length or (strict and ln == length):
+            continue
+        shift = width - ln
+        if ((network >> shift) << shift, ln) in table:
+            return True
+    return False
+
+
+def _split_zero(entries: dict[_Key, bool], width: int) -> None:
+    """hash:net cannot hold a /0: replace it by the two /1 halves.
+
+    An existing /1 entry was more specific than the /0, so it keeps its own flag.
+    """
+    if (0, 0) in entries:
+        flag = entries.pop((0, 0))
+        for half in ((0, 1), (1 << (width - 1), 1)):
+            entries.setdefault(half, flag)
+
+
+def family_contents(policy: Policy, version: int, now: datetime) -> FamilySets:
+    """The sets for one IP version, so that ipset semantics reproduce ``decide()``.
+
+    ``decide()`` accepts a source that is no subscriber, whose longest-matching plan
+    prefix is exempt, or that lies in an *active* exemption (exemptions override plans
+    whatever their length). In ``allow`` (where the most specific entry wins and a
+    ``nomatch`` entry is a non-match) that becomes:
+
+    - exempt plan prefixes are entries, non-exempt plan prefixes are ``nomatch``;
+      on an identical prefix in several plans the first plan listed wins;
+    - active exemptions are entries and override an identical plan prefix;
+    - a ``nomatch`` inside an active exemption is dropped: the exemption must win
+      there although it is less specific;
+    - a ``nomatch`` with no entry around it is dropped too: it changes nothing, and
+      without this a plain residential pool would be stored twice.
+    """
+    width = bits(version)
+    mta = sorted({addr for m in policy.provider_mtas for v, addr in m.addresses if v == version})
+
+    plan_flags: dict[_Key, bool] = {}  # key -> exempt
+    for plan in policy.plans:
+        for p in plan.prefixes:
+            if p.version == version:
+                plan_flags.setdefault((p.network, p.length), plan.exempt)
+
+    exemptions = {
+        (e.prefix.network, e.prefix.length)
+        for e in policy.exemptions
+        if e.prefix.version == version and e.active(now)
+    }
+    exemption_lengths = sorted({ln for _, ln in exemptions})
+
+    allow: dict[_Key, bool] = {}  # key -> nomatch
+    for key, exempt in plan_flags.items():
+        allow[key] = not exempt
+    for key in exemptions:
+        allow[key] = False
+
+    # Both passes look at the original entries (before dropping), so they are
+    # order-independent: an allow entry is never removed, only nomatch entries.
+    positives = {k for k, nomatch in allow.items() if not nomatch}
+    positive_lengths = sorted({ln for _, ln in positives})
+    for key in [k for k, nomatch in allow.items() if nomatch]:
+        if _covered_by(key, exemptions, exemption_lengths, width, strict=False) or not (
+            _covered_by(key, positives, positive_lengths, width, strict=True)
+        ):
+            del allow[key]
+
+    _split_zero(allow, width)
+    subs_flags = dict.fromkeys(plan_flags, False)
+    _split_zero(subs_flags, width)
+
+    # Sorted for readable, deterministic restore text. A reload runs this in a forked
+    # child (op25b.daemon.worker.in_child), so its long C calls never stall verdicts.
+    return FamilySets(
+        version=version,
+        mta=tuple(mta),
+        allow=tuple(
+            (Prefix(version, n, ln), nomatch) for (n, ln), nomatch in sorted(allow.items())
+        ),
+        subs=tuple(Prefix(version, n, ln) for n, ln in sorted(subs_flags)),
+    )
+
+
+def compute_sets(policy: Policy, now: datetime) -> SetContents:
+    """All set contents for a policy at instant ``now`` (exemptions may have expired)."""
+    return SetContents(
+        v4=family_contents(policy, 4, now),
+        v6=family_contents(policy, 6, now),
+        block_timeout=max(0, policy.daemon.block_cache_timeout),
+    )
+
+
+def next_change(policy: Policy, now: datetime) -> datetime | None:
+    """When the set contents change by themselves: the next exemption expiry after now.
+
+    The daemon schedules an ``update_sets`` for then, or the kernel fast path and the
+    fail-static fallback would keep honouring an expired exemption.
+    """
+    future = [e.expires for e in policy.exemptions if e.expires > now]
+    return min(future) if future else None
+
+
+# ---------------------------------------------------------------- restore text
+
+
+def _pow2_at_least(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
+
+
+def _sizes(count: int) -> tuple[int, int]:
+    """(hashsize, maxelem) for ``count`` entries: ~2 entries per bucket, no resize."""
+    hashsize = max(_MIN_HASHSIZE, _pow2_at_least(count // 2))
+    maxelem = max(_MIN_MAXELEM, _pow2_at_least(count))
+    return hashsize, maxelem
+
+
+def _family_word(version: int) -> str:
+    return "inet" if version == 4 else "inet6"
+
+
+def _create_line(name: str, settype: str, version: int, count: int, extra: str = "") -> str:
+    hashsize, maxelem = _sizes(count)
+    return (
+        f"create {name} {settype} family {_family_word(version)} "
+        f"hashsize {hashsize} maxelem {maxelem}{extra}\n"
+    )
+
+
+def _static_sets(fam: FamilySets) -> list[tuple[str, str, list[str]]]:
+    """(name, type, entry texts) of one family's static sets."""
+    v = fam.version
+    return [
+        (set_name("mta", v), "hash:ip", [format_address(v, a) for a in fam.mta]),
+        (
+            set_name("allow", v),
+            "hash:net",
+            [prefix_text(p) + (" nomatch" if nm else "") for p, nm in fam.allow],
+        ),
+        (set_name("subs", v), "hash:net", [prefix_text(p) for p in fam.subs]),
+    ]
+
+
+def render_load(contents: SetContents) -> str:
+    """Phase 1 of a replace: create and fill every ``-tmp`` set. Touches no live set."""
+    out: list[str] = []
+    for fam in (contents.v4, contents.v6):
+        for name, settype, entries in _static_sets(fam):
+            tmp = name + TMP_SUFFIX
+            out.append(_create_line(tmp, settype, fam.version, len(entries)))
+            out.extend(f"add {tmp} {e}\n" for e in entries)
+    return "".join(out)
+
+
+def render_swap(contents: SetContents, existing: Iterable[str], destroy: bool = True) -> str:
+    """Phase 2: create missing live sets, swap the temporaries in, destroy them.
+
+    Swap exchanges the sets whole (entries and sizes) and keeps iptables references
+    valid, so a live set is never empty or half loaded. The verdict cache is created if
+    missing but not flushed here: the daemon invalidates it by rotation after a reload
+    (a source blocked under the old policy may be exempt under the new one).
+    """
+    have = set(existing)
+    out: list[str] = []
+    for fam in (contents.v4, contents.v6):
+        for name, settype, _ in _static_sets(fam):
+            if name not in have:
+                out.append(_create_line(name, settype, fam.version, 0))
+            out.append(f"swap {name}{TMP_SUFFIX} {name}\n")
+            if destroy:
+                out.append(f"destroy {name}{TMP_SUFFIX}\n")
+        block = set_name("block", fam.version)
+        # An existing cache is left alone: the daemon rotates it right after a reload
+        # (op25b.kernel.blockcache), reading its counters first so no count is lost.
+        if contents.block_timeout > 0 and block not in have:
+            out.append(
+                block_set_line(
+                    block, fam.version, contents.block_timeout, maxelem=contents.block_maxelem
+                )
+            )
+    return "".join(out)
+
+
+# ---------------------------------------------------------------- kernel operations
+
+
+def list_sets(cmd_prefix: Sequence[str] = ()) -> list[str]:
+    """Names of all sets in the namespace (``ipset list -n``)."""
+    return run_command(["ipset", "list", "-n"], cmd_prefix).split()
+
+
+def destroy_sets(names: Iterable[str], cmd_prefix: Sequence[str] = ()) -> None:
+    """Destroy the named sets that exist; the names must be op25b's own."""
+    have = set(list_sets(cmd_prefix))
+    todo = [n for n in names if n in have]
+    for n in todo:
+        if not n.startswith(SET_PREFIX):  # never someone else's set, whatever the caller says
+            raise ValueError(f"refusing to destroy a set op25b does not own: {n!r}")
+    if todo:
+        run_command(["ipset", "restore"], cmd_prefix, "".join(f"destroy {n}\n" for n in todo))
+
+
+def apply_sets(contents: SetContents, cmd_prefix: Sequence[str] = (), gentle: bool = False) -> None:
+    """Load ``contents`` atomically per set (tmp set + swap); creates missing sets.
+
+    Leftover temporaries of a crashed run are destroyed first. If loading fails no
+    live set has changed; the temporaries are destroyed and RulesError raised.
+    ``gentle`` (reloads) drains the replaced big sets in batches before destroying them.
+    """
+    tmps = [n for n in all_set_names() if n.endswith(TMP_SUFFIX)]
+    destroy_sets(tmps, cmd_prefix)
+    try:
+        run_command(["ipset", "restore"], cmd_prefix, render_load(contents))
+    except RulesError:
+        destroy_sets(tmps, cmd_prefix)
+        raise
+    run_command(
+        ["ipset", "restore"], cmd_prefix, render_swap(contents, list_sets(cmd_prefix), not gentle)
+    )
+    if gentle:
+        for tmp in tmps:
+            drain_and_destroy(tmp, cmd_prefix)
+
+
+# A big set destroyed at once is freed by the kernel in RCU callbacks, a burst of
+# softirq work that stalled packet processing for ~90 ms at 1M entries (measured in
+# bench/). Deleting the old entries in small batches first spreads that out.
+_DRAIN_BATCH = 20_000
+_DRAIN_PAUSE = 0.02
+_DRAIN_ABOVE = 50_000
+
+
+def drain_and_destroy(name: str, cmd_prefix: Sequence[str] = ()) -> None:
+    """Destroy an op25b set, emptying a large one in small batches first."""
+    if not name.startswith(SET_PREFIX):
+        raise ValueError(f"refusing to destroy a set op25b does not own: {name!r}")
+    if name not in list_sets(cmd_prefix):
+        return
+    saved = run_command(["ipset", "save", name], cmd_prefix).splitlines()
+    dels = [f"del {name} {line.split()[2]}\n" for line in saved if line.startswith("add ")]
+    if len(dels) > _DRAIN_ABOVE:
+        for i in range(0, len(dels), _DRAIN_BATCH):
+            batch = "".join(dels[i : i + _DRAIN_BATCH])
+            run_command(["ipset", "restore", "-exist"], cmd_prefix, batch)
+            time.sleep(_DRAIN_PAUSE)  # let the RCU frees of this batch run before the next
+    run_command(["ipset", "destroy", name], cmd_prefix)
+
+
+def block_set_line(
+    name: str,
+    version: int,
+    timeout: int,
+    hashsize: int = _MIN_HASHSIZE,
+    maxelem: int = DEFAULT_BLOCK_MAXELEM,
+) -> str:
+    """The ``ipset restore`` line creating a verdict-cache set (hash:ip, counters)."""
+    return (
+        f"create {name} hash:ip family {_family_word(version)} "
+        f"hashsize {hashsize} maxelem {maxelem} timeout {timeout} counters\n"
+    )
+
+
+def block_add_line(version: int, addr: int, timeout: int) -> str:
+    """The ``ipset restore`` line putting a source in the verdict cache for ``timeout`` s."""
+    return f"add {set_name('block', version)} {format_address(version, addr)} timeout {timeout}\n"
+
+
+def block_cache_add(version: int, addr: int, timeout: int, cmd_prefix: Sequence[str] = ()) -> None:
+    """Put one blocked source in the kernel verdict cache for ``timeout`` seconds."""
+    run_command(["ipset", "restore", "-exist"], cmd_prefix, block_add_line(version, addr, timeout))
+
+
+@dataclass(frozen=True, slots=True)
+class BlockEntry:
+    """One verdict-cache entry: packets/bytes the kernel dropped for it without asking."""
+
+    address: str
+    timeout: int
+    packets: int
+    bytes: int
+
+
+def parse_block_save(text: str) -> list[BlockEntry]:
+    """Parse ``ipset save`` lines ``add SET ADDR timeout T packets P bytes B``."""
+    out: list[BlockEntry] = []
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) < 3 or words[0] != "add":
+            continue
+        opts = dict(zip(words[3::2], words[4::2], strict=False))
+        out.append(
+            BlockEntry(
+                words[2],
+                int(opts.get("timeout", "0")),
+                int(opts.get("packets", "0")),
+                int(opts.get("bytes", "0")),
+            )
+        )
+    return out
+
+
+def block_cache_read(
+    version: int, cmd_prefix: Sequence[str] = (), name: str | None = None
+) -> list[BlockEntry]:
+    """The verdict cache of one family (or the set ``name``) with its counters."""
+    name = set_name("block", version) if name is None else name
+    return parse_block_save(run_command(["ipset", "save", name], cmd_prefix))
