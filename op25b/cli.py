@@ -265,7 +265,7 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def _cmd_rules(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from op25b.kernel import rules
-    from op25b.kernel.ipsets import RulesError
+    from op25b.kernel.commands import RulesError
 
     try:
         if args.action == "status":

@@ -45,9 +45,11 @@ from op25b.dataplane.enforcer import Enforcer
 from op25b.dataplane.verdicts import VERDICT_ACCEPT, VERDICT_DROP
 from op25b.kernel import rules
 from op25b.kernel.blockcache import BlockCache, CachedHits
-from op25b.kernel.ipsets import RulesError, compute_sets, next_change
+from op25b.kernel.commands import RulesError
 from op25b.kernel.nfq import QueueBinding
 from op25b.kernel.queuestats import kernel_queue_stats
+from op25b.kernel.ruletext import RuleConfig
+from op25b.kernel.setcontents import compute_sets, next_change
 from op25b.policy.addr import format_address, parse_syslog_address
 from op25b.policy.compiled import CompiledPolicy, compile_policy
 from op25b.policy.loader import PolicyError, load_policy
@@ -86,7 +88,7 @@ def syslog_address(text: str, facility: str) -> SyslogConfig:
     return SyslogConfig(transport, host, port, facility)
 
 
-def _apply(policy: Policy, cfg: rules.RuleConfig | None) -> None:
+def _apply(policy: Policy, cfg: RuleConfig | None) -> None:
     """Swap in the sets for ``policy`` (and replace the rules when ``cfg`` is given)."""
     sets = compute_sets(policy, datetime.now(UTC))
     if cfg is None:
@@ -205,7 +207,7 @@ class Worker:
         on_error = VERDICT_ACCEPT if self.cfg.on_error == "accept" else VERDICT_DROP
         self.enforcer = Enforcer(compile_policy(policy), self.counters, self.aggregator, on_error)
         self.cache: BlockCache | None = None
-        if rules.RuleConfig.from_policy(policy).uses_block_cache:
+        if RuleConfig.from_policy(policy).uses_block_cache:
             resolve = self.enforcer.decide_on_addresses if leader and self.cfg.workers > 1 else None
             self.cache = BlockCache(self.cfg.block_cache_timeout, resolve=resolve)
             self.enforcer.cache = self.cache
@@ -346,8 +348,8 @@ class Worker:
                 compiled = compile_policy(policy)
                 trim_memory()  # the loader's garbage is gone by now
             if self.leader:
-                new_cfg = rules.RuleConfig.from_policy(policy)
-                same = sets_only or new_cfg == rules.RuleConfig.from_policy(self.policy)
+                new_cfg = RuleConfig.from_policy(policy)
+                same = sets_only or new_cfg == RuleConfig.from_policy(self.policy)
                 in_child(lambda: _apply(policy, None if same else new_cfg))
             result = _Loaded(policy, compiled, None, time.monotonic() - t0, sets_only)
         except PolicyError as e:
@@ -541,7 +543,7 @@ def run(policy_path: str, overrides: Overrides, err: TextIO = sys.stderr) -> int
         print(f"op25b run: cannot open abuse log {cfg.abuse_log}: {e}", file=err)
         return 1
     try:
-        rules.install(rules.RuleConfig.from_policy(policy), compute_sets(policy, datetime.now(UTC)))
+        rules.install(RuleConfig.from_policy(policy), compute_sets(policy, datetime.now(UTC)))
     except (RulesError, OSError) as e:
         hint = " (op25b run needs root or CAP_NET_ADMIN)" if os.geteuid() != 0 else ""
         print(f"op25b run: installing kernel rules failed{hint}: {e}", file=err)

@@ -22,13 +22,13 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+from op25b.kernel.commands import run_command
 from op25b.kernel.ipsets import (
     block_add_line,
     block_cache_read,
     block_set_line,
-    run_command,
-    set_name,
 )
+from op25b.kernel.names import set_name
 from op25b.policy.addr import parse_address
 from op25b.policy.decide import Decision
 

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from netfilterqueue import COPY_PACKET, NetfilterQueue, Packet
 
 from op25b.dataplane.verdicts import VERDICT_DROP, VERDICT_REJECT
-from op25b.kernel.rules import ACCEPT_MARK, REJECT_MARK, verdict_mark
+from op25b.kernel.names import ACCEPT_MARK, REJECT_MARK, verdict_mark
 
 # Enough for IPv4 with options (60) + TCP's first 20 bytes, and IPv6 (40) with a few
 # extension headers; the kernel copies only this much into our socket per packet.

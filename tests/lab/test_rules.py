@@ -25,8 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 from builders import make_policy
 
 from op25b.kernel import rules
-from op25b.kernel.ipsets import compute_sets, run_command, set_name
-from op25b.kernel.rules import RuleConfig, RulesError
+from op25b.kernel.commands import RulesError, run_command
+from op25b.kernel.names import set_name
+from op25b.kernel.ruletext import RuleConfig
+from op25b.kernel.setcontents import compute_sets
 from op25b.policy.model import Action, DaemonConfig, DownMode, Policy
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="lab tests need root")

@@ -19,24 +19,25 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from op25b.kernel.ipsets import (
-    TMP_SUFFIX,
     BlockEntry,
-    compute_sets,
-    next_change,
     parse_block_save,
     render_load,
     render_swap,
-    set_name,
 )
-from op25b.kernel.rules import (
+from op25b.kernel.names import (
     ACCEPT_MARK,
     MARK_MASK,
     REJECT_MARK,
+    TMP_SUFFIX,
+    set_name,
+    verdict_mark,
+)
+from op25b.kernel.ruletext import (
     RuleConfig,
     render_removal,
     render_rules,
-    verdict_mark,
 )
+from op25b.kernel.setcontents import compute_sets, next_change
 from op25b.policy.addr import parse_address, parse_prefix, prefix_text
 from op25b.policy.compiled import compile_policy
 from op25b.policy.decide import Verdict, decide_addresses

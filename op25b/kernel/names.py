@@ -1,0 +1,39 @@
+"""The names op25b owns in the kernel: its chain, its mark bits, its ipsets.
+
+Everything op25b installs is recognisable by these, so it can verify, repair and
+remove exactly its own state and never someone else's.
+"""
+
+from __future__ import annotations
+
+CHAIN = "OP25B"
+COMMENT = "-m comment --comment op25b"
+# op25b owns one nibble of the packet mark. Bits 20-23 are clear of the low bits that
+# policy routing, tc and most distributions' scripts use, and of the high byte that
+# Kubernetes/Calico-style tooling claims (0x4000/0x8000, 0xffff0000 regions vary; pick
+# another nibble here if a site clashes). Values: 0xa/0xb so an all-ones or "1"
+# mark set by someone else's sloppy --set-mark is never mistaken for ours.
+MARK_MASK = 0x00F00000
+ACCEPT_MARK = 0x00A00000
+REJECT_MARK = 0x00B00000
+
+
+SET_PREFIX = "op25b-"
+KINDS = ("mta", "allow", "subs", "block")
+TMP_SUFFIX = "-tmp"
+
+
+def verdict_mark(current: int, mark: int) -> int:
+    """The mark a queue verdict sets: ``mark`` in op25b's nibble, other bits kept."""
+    return (current & ~MARK_MASK & 0xFFFFFFFF) | mark
+
+
+def set_name(kind: str, version: int) -> str:
+    """``op25b-mta4`` and friends."""
+    return f"{SET_PREFIX}{kind}{version}"
+
+
+def all_set_names() -> tuple[str, ...]:
+    """Every set name op25b may own, temporaries included (for cleanup)."""
+    names = [set_name(k, v) for v in (4, 6) for k in KINDS]
+    return (*names, *(n + TMP_SUFFIX for n in names))

@@ -1,0 +1,242 @@
+"""The iptables/ip6tables rules op25b installs, as restore text: pure, no kernel.
+
+Why two tables (and not one chain in ``filter`` as first sketched): with
+``--queue-bypass`` and no process bound, NFQUEUE behaves like ACCEPT *for the table*,
+the packet moves on to the next table and later rules in the same chain are never
+reached (checked on this kernel: a DROP after a bypassed NFQUEUE in filter/OUTPUT
+matched nothing). A fail-static fallback placed after the queue rule would be dead
+code and the daemon-down behaviour would silently be "open". So:
+
+- ``mangle`` FORWARD (priority -150) jumps to chain ``OP25B`` which *asks*: already
+  decided (our mark) or ESTABLISHED/RELATED -> RETURN; optional kernel fast path and
+  verdict cache; then ``NFQUEUE --queue-bypass``.
+- ``filter`` FORWARD (priority 0) jumps to chain ``OP25B`` which *enforces*: ACCEPT_MARK
+  -> RETURN, REJECT_MARK -> REJECT tcp-reset, ESTABLISHED/RELATED -> RETURN, and
+  anything left was never decided by a daemon (none bound, or a fail-open queue
+  overflow) and gets the ``on_daemon_down`` fallback.
+
+The daemon's verdicts: accept = mark ACCEPT_MARK then ``repeat()`` (or ``accept()``:
+both reach filter with the mark); reject = mark REJECT_MARK then ``repeat()``; drop =
+``drop()``. An accept without the mark would meet the fallback in filter, so the mark is
+part of the contract (``verdict_mark`` keeps the other mark bits). op25b RETURNs and
+never ACCEPTs: the admin's remaining FORWARD rules still apply to what op25b lets by.
+
+Install and removal are one ``iptables-restore --noflush`` per family: per table that
+is one kernel transaction (filter is committed before mangle, so in between, traffic
+sees the daemon-down behaviour, never "open"). Sets are created before rules that
+reference them and destroyed after the rules are gone.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from op25b.kernel.names import ACCEPT_MARK, CHAIN, COMMENT, MARK_MASK, REJECT_MARK, set_name
+from op25b.policy.model import Action, DownMode, Policy
+
+MULTIPORT_MAX = 15  # xt_multiport limit of ports per rule
+TABLES = ("filter", "mangle")  # install order; removal runs in reverse
+
+_MARK = f"{MARK_MASK:#x}"
+
+
+
+@dataclass(frozen=True)
+class RuleConfig:
+    """What the rules depend on (a policy's ports/action and its daemon section)."""
+
+    guarded_ports: tuple[int, ...]
+    queue: int = 0
+    workers: int = 1
+    down: DownMode = DownMode.STATIC
+    action: Action = Action.DROP
+    fast_path: bool = False
+    block_cache: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.guarded_ports:
+            raise ValueError("guarded_ports is empty")
+        if any(not 0 < p < 65536 for p in self.guarded_ports):
+            raise ValueError(f"bad port in {self.guarded_ports}")
+        if self.workers < 1 or self.queue < 0 or self.queue + self.workers > 65536:
+            raise ValueError(f"bad queue range {self.queue} + {self.workers} workers")
+
+    @classmethod
+    def from_policy(cls, policy: Policy) -> RuleConfig:
+        """The rule configuration a policy asks for."""
+        d = policy.daemon
+        return cls(
+            guarded_ports=tuple(sorted(policy.guarded_ports)),
+            queue=d.queue,
+            workers=d.workers,
+            down=d.on_daemon_down,
+            action=policy.action,
+            fast_path=d.fast_path,
+            block_cache=d.block_cache_timeout > 0,
+        )
+
+    @property
+    def uses_block_cache(self) -> bool:
+        """A monitor policy accepts everything, so it never caches a block."""
+        return self.block_cache and self.action is not Action.MONITOR
+
+
+def _binary(version: int, suffix: str) -> str:
+    return ("iptables" if version == 4 else "ip6tables") + suffix
+
+
+def _mark(value: int) -> str:
+    return f"-m mark --mark {value:#x}/{_MARK}"
+
+
+def _set_match(kind: str, version: int, direction: str, negate: bool = False) -> str:
+    bang = "! " if negate else ""
+    return f"-m set {bang}--match-set {set_name(kind, version)} {direction}"
+
+
+def _jumps(cfg: RuleConfig) -> list[str]:
+    """FORWARD jump rules, in final order, at most 15 ports each."""
+    ports = sorted(set(cfg.guarded_ports))
+    chunks = [ports[i : i + MULTIPORT_MAX] for i in range(0, len(ports), MULTIPORT_MAX)]
+    return [
+        f"-p tcp -m multiport --dports {','.join(map(str, c))} {COMMENT} -j {CHAIN}"
+        for c in chunks
+    ]
+
+
+def _queue_target(cfg: RuleConfig) -> str:
+    if cfg.workers == 1:
+        target = f"-j NFQUEUE --queue-num {cfg.queue} --queue-bypass"
+    else:
+        last = cfg.queue + cfg.workers - 1
+        # Balanced by a hash of the addresses, not --queue-cpu-fanout: fanout follows
+        # the CPU that enqueues, and a router whose NIC steers a flood to one CPU (or
+        # a one-core generator, measured in bench/) would then use one worker only.
+        target = f"-j NFQUEUE --queue-balance {cfg.queue}:{last} --queue-bypass"
+    return target
+
+
+def _reject() -> str:
+    # The kernel refuses tcp-reset on a rule not restricted to TCP, whatever jumped here.
+    return "-p tcp -j REJECT --reject-with tcp-reset"
+
+
+def _mangle_body(cfg: RuleConfig, v: int) -> list[str]:
+    """The asking half: skip what is decided, then queue (see module docstring)."""
+    established = "-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN"
+    body = [f"{_mark(ACCEPT_MARK)} -j RETURN", f"{_mark(REJECT_MARK)} -j RETURN", established]
+    set_accept = f"-j MARK --set-xmark {ACCEPT_MARK:#x}/{_MARK}"
+    if cfg.fast_path or cfg.uses_block_cache:
+        # The MTA check comes first even without the fast path: a cached blocked
+        # source must still reach the provider MTA, as decide() lets it.
+        body.append(f"{_set_match('mta', v, 'dst')} {set_accept}")
+    if cfg.fast_path:
+        body.append(f"{_set_match('allow', v, 'src')} {set_accept}")
+        body.append(f"{_set_match('subs', v, 'src', negate=True)} {set_accept}")
+    if cfg.fast_path or cfg.uses_block_cache:
+        body.append(f"{_mark(ACCEPT_MARK)} -j RETURN")
+    if cfg.uses_block_cache:
+        blocked = _set_match("block", v, "src")
+        if cfg.action is Action.REJECT:
+            # REJECT is a filter-only target: mark here, filter rejects.
+            body.append(f"{blocked} -j MARK --set-xmark {REJECT_MARK:#x}/{_MARK}")
+            body.append(f"{_mark(REJECT_MARK)} -j RETURN")
+        else:
+            body.append(f"{blocked} -j DROP")
+    body.append(_queue_target(cfg))
+    return body
+
+
+def _fallback(cfg: RuleConfig, v: int) -> list[str]:
+    """What undecided packets get: only reached when no daemon gave a verdict."""
+    if cfg.down is DownMode.OPEN:
+        return ["-j RETURN"]
+    if cfg.down is DownMode.CLOSED:
+        return ["-j DROP"]
+    blocked = {Action.DROP: "-j DROP", Action.REJECT: _reject(), Action.MONITOR: "-j RETURN"}
+    return [
+        f"{_set_match('mta', v, 'dst')} -j RETURN",
+        f"{_set_match('allow', v, 'src')} -j RETURN",
+        # For monitor this RETURN still counts would-be blocks while the daemon is down.
+        f"{_set_match('subs', v, 'src')} {blocked[cfg.action]}",
+        "-j RETURN",
+    ]
+
+
+def _filter_body(cfg: RuleConfig, v: int) -> list[str]:
+    """The enforcing half: apply marked verdicts, fall back for undecided packets."""
+    return [
+        f"{_mark(ACCEPT_MARK)} -j RETURN",
+        f"{_mark(REJECT_MARK)} {_reject()}",
+        "-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN",
+        *_fallback(cfg, v),
+    ]
+
+
+def _table_text(table: str, body: list[str], jumps: list[str], deletions: list[str]) -> str:
+    lines = [f"*{table}", *deletions, f":{CHAIN} - [0:0]"]  # declaring flushes an old chain
+    lines += [f"-A {CHAIN} {r}" for r in body]
+    # Inserted at 1 in reverse so they end up first and in port order.
+    lines += [f"-I FORWARD 1 {j}" for j in reversed(jumps)]
+    lines.append("COMMIT")
+    return "\n".join(lines) + "\n"
+
+
+def render_rules(cfg: RuleConfig, version: int, saved: str = "") -> str:
+    """The restore text for one family (4 or 6): filter then mangle.
+
+    ``saved`` is the current ``iptables-save`` output; jumps to OP25B found in it
+    (a crashed run's leftovers, or our own previous install) are deleted in the same
+    transaction, so install is a replace and never doubles the jumps.
+    """
+    if version not in (4, 6):
+        raise ValueError(f"bad IP version {version}")
+    old = _own_rules(saved)
+    bodies = {"filter": _filter_body(cfg, version), "mangle": _mangle_body(cfg, version)}
+    jumps = _jumps(cfg)
+    return "".join(
+        _table_text(t, bodies[t], jumps, [f"-D {r}" for r in old.get(t, ([], False))[0]])
+        for t in TABLES
+    )
+
+
+_JUMP_RE = re.compile(rf"^-A (\S+) .*-j {CHAIN}(\s|$)")
+
+
+def _own_rules(saved: str) -> dict[str, tuple[list[str], bool]]:
+    """Per table: our jump rules (as 'CHAIN spec', from iptables-save) and chain presence."""
+    out: dict[str, tuple[list[str], bool]] = {}
+    table = ""
+    for line in saved.splitlines():
+        if line.startswith("*"):
+            table = line[1:].strip()
+            out[table] = ([], False)
+        elif line.startswith(f":{CHAIN} "):
+            out[table] = (out[table][0], True)
+        else:
+            m = _JUMP_RE.match(line)
+            if m and m.group(1) != CHAIN:
+                out[table][0].append(line[3:])
+    return {t: v for t, v in out.items() if v[0] or v[1]}
+
+
+def render_removal(saved: str) -> str:
+    """Restore text removing exactly our jumps and chains (empty if nothing is there).
+
+    mangle goes first: with the queue rule gone, traffic meets the filter fallback
+    (the daemon-down behaviour) until the filter part is removed too.
+    """
+    own = _own_rules(saved)
+    parts: list[str] = []
+    for table in reversed(TABLES):
+        if table not in own:
+            continue
+        jumps, has_chain = own[table]
+        lines = [f"*{table}", *(f"-D {r}" for r in jumps)]
+        if has_chain:
+            lines += [f"-F {CHAIN}", f"-X {CHAIN}"]
+        parts.append("\n".join([*lines, "COMMIT"]) + "\n")
+    return "".join(parts)
+
+
