@@ -17,10 +17,16 @@ from datetime import UTC, datetime
 from typing import TextIO
 
 from op25b import __version__
-
-EXIT_OK = 0
-EXIT_INVALID = 1  # the input (policy, capture, addresses) is invalid
-EXIT_USAGE = 2
+from op25b.errors import (
+    EXIT_CRITICAL,
+    EXIT_INTERRUPTED,
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_UNKNOWN,
+    EXIT_USAGE,
+    MissingDependency,
+    Op25bError,
+)
 
 
 def _parse_now(text: str | None) -> datetime:
@@ -82,8 +88,18 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
     demo.add_argument("--action", choices=("drop", "reject"), default="reject")
 
-    rules = sub.add_parser("rules", help="show or remove op25b's kernel rules in this namespace")
-    rules.add_argument("action", choices=("status", "remove"))
+    rules = sub.add_parser(
+        "rules",
+        help="check, show or remove op25b's kernel rules in this namespace",
+        description="status: are op25b's rules and sets intact? (exit 0 intact, 2 absent or"
+        " damaged, 3 cannot tell: usable as a Nagios/Icinga check); show POLICY: the exact"
+        " iptables/ip6tables/ipset restore text the policy would install (a dry run);"
+        " remove: remove op25b's rules and sets by hand.",
+    )
+    rules.add_argument("action", choices=("status", "show", "remove"))
+    rules.add_argument("policy", nargs="?", help="the policy (for 'show')")
+    rules.add_argument("--json", action="store_true", help="status as JSON")
+    rules.add_argument("--now", help="show: evaluate exemption expiry at this ISO time")
     return p
 
 
@@ -201,15 +217,15 @@ def _cmd_replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _missing(err: TextIO, what: str, exc: ImportError, extra: str) -> int:
-    print(
-        f"op25b {what}: {exc.name or exc} is not installed: pip install 'op25b[{extra}]'", file=err
-    )
-    return EXIT_INVALID
+    problem = MissingDependency(str(exc.name or exc), extra)
+    print(f"op25b {what}: {problem}", file=err)
+    return problem.exit_code
 
 
 def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:
-        from op25b.daemon.worker import Overrides, run
+        from op25b.daemon.config import Overrides
+        from op25b.daemon.main import run
     except ImportError as e:
         return _missing(err, "run", e, "daemon")
 
@@ -250,7 +266,7 @@ def _cmd_lab(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             print(lab.lab_status(), file=out)
     except lab.LabError as e:
         print(f"op25b lab: {e}", file=err)
-        return EXIT_INVALID
+        return e.exit_code
     return EXIT_OK
 
 
@@ -264,18 +280,39 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _cmd_rules(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from op25b.kernel import rules
-    from op25b.kernel.commands import RulesError
+    from op25b.kernel import rules, status
+    from op25b.kernel.integrity import state_file
 
+    if args.action == "show":
+        if not args.policy:
+            print("op25b rules show: which policy? (op25b rules show POLICY)", file=err)
+            return EXIT_USAGE
+        from op25b.policy.loader import load_policy
+
+        policy = load_policy(args.policy).policy
+        print(status.show(policy, _parse_now(args.now)), end="", file=out)
+        return EXIT_OK
+    if args.action == "remove":
+        rules.remove()
+        print("op25b's rules and sets removed", file=out)
+        return EXIT_OK
     try:
-        if args.action == "status":
-            print(rules.status() or "no op25b rules installed", file=out)
+        result = status.check(state_file())
+    except (Op25bError, OSError) as e:
+        if args.json:
+            print(json.dumps({"ok": False, "error": str(e)}), file=out)
+        print(f"op25b rules: UNKNOWN: cannot read the kernel state: {e}", file=err)
+        return EXIT_UNKNOWN
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2), file=out)
+    else:
+        basis = "the daemon's record" if result.recorded else "the expected structure"
+        if result.ok:
+            print(f"OK: op25b's rules and sets are intact (checked against {basis})", file=out)
         else:
-            rules.remove()
-    except (RulesError, OSError) as e:
-        print(f"op25b rules: {e}", file=err)
-        return EXIT_INVALID
-    return EXIT_OK
+            print(f"CRITICAL: {'; '.join(result.problems)}", file=out)
+        print(rules.status(), end="", file=out)
+    return EXIT_OK if result.ok else EXIT_CRITICAL
 
 
 _COMMANDS = {
@@ -309,8 +346,15 @@ def main(
     except argparse.ArgumentTypeError as e:
         print(f"op25b {args.command}: {e}", file=err)
         return EXIT_USAGE
+    except Op25bError as e:
+        # One shape for every subcommand; a policy error already names its place.
+        from op25b.policy.problems import PolicyError
+
+        prefix = "" if isinstance(e, PolicyError) else f"op25b {args.command}: "
+        print(f"{prefix}{e}", file=err)
+        return e.exit_code
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # `op25b report ... | head`: the reader left; not an error worth a traceback.
         with contextlib.suppress(OSError):

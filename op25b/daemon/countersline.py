@@ -35,6 +35,8 @@ def format_counters(
     queue_stats: Mapping[int, QueueStats],
     previous: CounterSnapshot | None = None,
     previous_queue: Mapping[int, QueueStats] | None = None,
+    health: Mapping[str, int] | None = None,
+    previous_health: Mapping[str, int] | None = None,
 ) -> tuple[str, SdParams]:
     """Render counters as (readable MSG, structured-data params) for one syslog line.
 
@@ -42,7 +44,10 @@ def format_counters(
     the increase since ``previous`` under ``d_``-prefixed names; without ``previous``
     (the first report) the deltas equal the totals. ``interval`` is the seconds
     between the two snapshots (0 on the first report). Kernel queue drops are summed
-    over the given queues.
+    over the given queues. ``health`` adds cumulative counters of what went wrong
+    around the verdicts (rules repaired, syslog messages dropped, abuse records lost,
+    aggregation overflows, ...), each with its delta, so nothing the daemon counts is
+    left out of the line.
     """
     prev_at = previous.at if previous is not None else snapshot.at
     interval = max(0.0, snapshot.at - prev_at)
@@ -81,6 +86,8 @@ def format_counters(
         before_q = before_u = None
     add("queue_dropped", qdrop, before_q)
     add("user_dropped", udrop, before_u)
+    for name, value in (health or {}).items():
+        add(name, value, previous_health.get(name) if previous_health is not None else None)
     params: SdParams = (
         ("interval", f"{interval:.0f}"),
         *totals,
@@ -97,23 +104,37 @@ def format_counters(
         f" socket-full, {d['d_block_cache']} by block cache;"
         f" total {d['packets']} packets, {d['blocked']} blocked"
     )
+    troubles = [
+        f"{name.replace('_', ' ')} {d['d_' + name]}"
+        for name in (health or {})
+        if d["d_" + name] != "0"
+    ]
+    if troubles:
+        msg += "; " + ", ".join(troubles)
     return msg, params
 
 
 class CounterReporter:
     """Remembers the previous report so the daemon only passes the current values."""
 
-    __slots__ = ("_prev", "_prev_queue")
+    __slots__ = ("_prev", "_prev_health", "_prev_queue")
 
     def __init__(self) -> None:
         self._prev: CounterSnapshot | None = None
         self._prev_queue: Mapping[int, QueueStats] | None = None
+        self._prev_health: Mapping[str, int] | None = None
 
     def report(
-        self, snapshot: CounterSnapshot, queue_stats: Mapping[int, QueueStats]
+        self,
+        snapshot: CounterSnapshot,
+        queue_stats: Mapping[int, QueueStats],
+        health: Mapping[str, int] | None = None,
     ) -> tuple[str, SdParams]:
         """``format_counters`` against the last report, then remember this one."""
-        out = format_counters(snapshot, queue_stats, self._prev, self._prev_queue)
+        out = format_counters(
+            snapshot, queue_stats, self._prev, self._prev_queue, health, self._prev_health
+        )
         self._prev = snapshot
         self._prev_queue = dict(queue_stats)
+        self._prev_health = dict(health or {})
         return out

@@ -1,273 +1,245 @@
-"""``op25b run``: the daemon's lifecycle around the queue binding.
+"""The loop of one queue: verdicts first, everything else between batches.
 
-One process per queue. The leader (worker 0) owns the kernel side: it installs the
-rules and sets at start, swaps the sets on reload and removes exactly its rules on exit.
-With ``workers: N`` it forks N-1 followers bound to the next queues of the
-``--queue-balance`` range; they only decide, log and count, and take their signals
-from the leader.
+One ``Worker`` per queue. The leader (worker 0) owns the kernel side through the
+``Kernel`` seam: it keeps the rules intact (the rule watchdog), swaps sets on reload,
+rotates the verdict cache and removes its rules on a clean stop. Followers
+(``workers: N``) only decide, count and log; ``op25b.daemon.main`` supervises them.
 
-Signals only set flags (and wake ``select`` through ``signal.set_wakeup_fd``); the
-loop acts on them between batches:
-
-- SIGHUP  reload: the policy is loaded and compiled in a background thread so verdicts
-          keep flowing, then swapped in at once; an invalid policy is refused with its
-          file:line error in syslog and the old one stays in force.
-- SIGUSR1 reopen the abuse log (logrotate).
-- SIGTERM/SIGINT  stop: answer what is queued, remove the rules, answer what arrived
-          meanwhile, unbind, write the open abuse windows and the final counters.
+Signals only set flags (``op25b.daemon.signals``); the loop acts on them. Nothing slow
+runs on the loop: reloads, kernel reads and repairs, verdict-cache I/O and abuse-log
+writes (with their fsync) run on threads, and their results are collected here.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
+import json
 import os
-import queue
 import select
-import signal
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import FrameType
 from typing import TextIO
 
 from op25b.daemon.abuselog import AbuseLogWriter
 from op25b.daemon.countersline import CounterReporter
+from op25b.daemon.reload import Loaded, dispose, reload_policy
 from op25b.daemon.sdnotify import Notifier
+from op25b.daemon.signals import SignalFlags
 from op25b.daemon.syslog import Severity, SyslogSender
 from op25b.dataplane.aggregator import AbuseAggregator, AbuseRecord
 from op25b.dataplane.counters import Counters
 from op25b.dataplane.enforcer import Enforcer
 from op25b.dataplane.verdicts import VERDICT_ACCEPT, VERDICT_DROP
-from op25b.kernel import rules
 from op25b.kernel.blockcache import BlockCache, CachedHits
-from op25b.kernel.commands import RulesError
-from op25b.kernel.nfq import QueueBinding
-from op25b.kernel.queuestats import kernel_queue_stats
+from op25b.kernel.integrity import VOLATILE_SETS, KernelState, problems, to_json
 from op25b.kernel.ruletext import RuleConfig
-from op25b.kernel.setcontents import compute_sets, next_change
-from op25b.policy.addr import format_address, parse_syslog_address
-from op25b.policy.compiled import CompiledPolicy, compile_policy
-from op25b.policy.loader import PolicyError, load_policy
-from op25b.policy.model import DaemonConfig, Policy, SyslogConfig, SyslogTransport
+from op25b.kernel.seam import Kernel, QueueReader
+from op25b.kernel.setcontents import next_change
+from op25b.policy.addr import format_address
+from op25b.policy.compiled import CompiledPolicy
+from op25b.policy.model import DaemonConfig, Policy, SyslogTransport
 
 
-@dataclass(frozen=True)
-class Overrides:
-    """Command-line settings that win over the policy's daemon section."""
+@dataclass
+class Health:
+    """What went wrong around the verdicts; every field reaches the counters line."""
 
-    abuse_log: str | None = None
-    syslog: str | None = None
-    counters_interval: float | None = None
-    abuse_window: float | None = None
-
-
-def apply_overrides(cfg: DaemonConfig, ov: Overrides) -> DaemonConfig:
-    """The daemon section with command-line overrides applied."""
-    if ov.abuse_log is not None:
-        cfg = replace(cfg, abuse_log=ov.abuse_log)
-    if ov.syslog is not None:
-        cfg = replace(cfg, syslog=syslog_address(ov.syslog, cfg.syslog.facility))
-    if ov.counters_interval is not None:
-        cfg = replace(cfg, counters_interval=ov.counters_interval)
-    if ov.abuse_window is not None:
-        cfg = replace(cfg, abuse_window=ov.abuse_window)
-    return cfg
+    rules_checks: int = 0
+    rules_repaired: int = 0
+    rules_repair_failures: int = 0
+    kernel_errors: int = 0  # kernel reads (fast-path counters, state) that failed
+    rules_ok: bool = True
+    last_problems: list[str] = field(default_factory=list)
 
 
-def syslog_address(text: str, facility: str) -> SyslogConfig:
-    """``--syslog``: the same syntax as the policy's ``daemon.syslog.address``."""
+def _journal_owns_stderr() -> bool:
+    """True when stderr is systemd's journal stream: syslog already gets every line."""
+    stream = os.environ.get("JOURNAL_STREAM", "")
+    dev, _, ino = stream.partition(":")
     try:
-        transport, host, port = parse_syslog_address(text)
-    except ValueError as e:
-        raise ValueError(f"--syslog: {e}") from None
-    return SyslogConfig(transport, host, port, facility)
+        st = os.fstat(2)
+        return bool(stream) and (st.st_dev, st.st_ino) == (int(dev), int(ino))
+    except (OSError, ValueError):
+        return False
 
 
-def _apply(policy: Policy, cfg: RuleConfig | None) -> None:
-    """Swap in the sets for ``policy`` (and replace the rules when ``cfg`` is given)."""
-    sets = compute_sets(policy, datetime.now(UTC))
-    if cfg is None:
-        rules.update_sets(sets)
-    else:
-        rules.install(cfg, sets)
+@dataclass
+class _Timers:
+    """When each periodic job of the loop is next due, and its period."""
 
+    period: dict[str, float]
+    next: dict[str, float]
 
-def in_child(work: Callable[[], None]) -> None:
-    """Run ``work`` in a forked child and wait for it; its error is raised here.
+    @classmethod
+    def starting(cls, now: float, cfg: DaemonConfig, cache: BlockCache | None) -> _Timers:
+        period = {
+            "counters": cfg.counters_interval,
+            "window": min(1.0, cfg.abuse_window / 4),
+            "check": cfg.rules_check_interval,
+            "fast": cfg.counters_interval,
+            "watchdog": 0.0,
+        }
+        if cache is not None:
+            period["rotation"] = float(cache.timeout)
+        first = {"watchdog": now, "fast": now}
+        return cls(period, {k: first.get(k, now + p) for k, p in period.items()})
 
-    Computing a million set entries means building and freeing dicts and tuples of a
-    million items, and CPython does each resize and each free in one C call that holds
-    the interpreter: measured, up to 210 ms without a verdict. A forked child has the
-    policy already (copy-on-write), does that work on its own interpreter, and the
-    reload thread only waits, which holds nothing.
-    """
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: no return, no atexit handlers, no parent buffers flushed
-        code = 0
-        try:
-            os.close(r)
-            # Lowest CPU priority: on a busy router the verdict loop goes first, and
-            # this child's kernel work (loading and swapping big sets) waits.
-            with contextlib.suppress(OSError, AttributeError):
-                os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-            work()
-        except BaseException as e:
-            with contextlib.suppress(OSError):
-                os.write(w, str(e).encode("utf-8", "replace")[:8192])
-            code = 1
-        finally:
-            os._exit(code)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        message = f.read().decode("utf-8", "replace")
-    _, status = os.waitpid(pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RulesError(["op25b-sets"], os.waitstatus_to_exitcode(status), message)
+    def due(self, name: str, now: float) -> bool:
+        """True (and rescheduled) when ``name`` is due."""
+        if now < self.next[name]:
+            return False
+        self.next[name] = now + self.period[name]
+        return True
 
+    def set_period(self, name: str, seconds: float) -> None:
+        """Change a period (the systemd watchdog's is known only at start)."""
+        self.period[name] = seconds
 
-def trim_memory() -> None:
-    """Hand freed heap memory back to the kernel (glibc); a no-op elsewhere.
-
-    Loading a million-prefix policy leaves a few hundred MB of freed parse garbage
-    that glibc keeps for reuse; trimming takes the daemon's RSS from ~370 MB back to
-    ~120 MB (measured at 1M prefixes).
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-def _dispose(holder: list[tuple[Policy, CompiledPolicy]]) -> None:
-    for policy, _ in holder:
-        for plan in policy.plans:
-            plan.prefixes.release()
-    holder.clear()
-    trim_memory()
-
-
-@dataclass(frozen=True)
-class _Loaded:
-    """A reload's result, handed from the reload thread to the loop."""
-
-    policy: Policy | None
-    compiled: CompiledPolicy | None
-    error: str | None
-    seconds: float
-    sets_only: bool = False
+    def next_deadline(self, watchdog: bool) -> float:
+        """The earliest instant a job is due."""
+        names = [n for n in self.next if n != "watchdog" or watchdog]
+        return min(self.next[n] for n in names)
 
 
 class Worker:
-    """The loop of one queue."""
+    """The loop of one queue (see the module docstring)."""
 
     def __init__(
         self,
         policy_path: str,
         policy: Policy,
-        overrides: Overrides,
+        compiled: CompiledPolicy,
+        cfg: DaemonConfig,
+        *,
         index: int,
-        leader: bool,
+        kernel: Kernel,
         notifier: Notifier,
         err: TextIO,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.policy_path = policy_path
         self.policy = policy
-        self.overrides = overrides
-        self.cfg = apply_overrides(policy.daemon, overrides)
+        self.cfg = cfg
         self.index = index
-        self.queue_num = self.cfg.queue + index
-        self.leader = leader
+        self.leader = index == 0
+        self.queue_num = cfg.queue + index
+        self.kernel = kernel
         self.notifier = notifier
         self.err = err
-        self.followers: list[int] = []
+        self.clock = clock
+        self.rule_cfg = RuleConfig.from_policy(policy)
         self.counters = Counters()
         self.reporter = CounterReporter()
+        self.health = Health()
         # A local unix socket (/dev/log) belongs to rsyslog/journald, whose stock socket
         # input parses the classic BSD header, not RFC 5424; network collectors get 5424.
-        unix_format = "local" if self.cfg.syslog.transport is SyslogTransport.UNIX else "rfc5424"
-        self.syslog = SyslogSender(
-            self.cfg.syslog, procid=f"{os.getpid()}", unix_format=unix_format
-        )
+        unix_format = "local" if cfg.syslog.transport is SyslogTransport.UNIX else "rfc5424"
+        self.syslog = SyslogSender(cfg.syslog, procid=f"{os.getpid()}", unix_format=unix_format)
+        self.mirror_stderr = not _journal_owns_stderr()
         self.aggregator = AbuseAggregator(
-            window=self.cfg.abuse_window,
-            v6_aggregate=self.cfg.v6_aggregate,
+            window=cfg.abuse_window,
+            v6_aggregate=cfg.v6_aggregate,
             # With several workers each writes its own records for the same source and
             # window; a distinct router tag per queue makes readers add them up instead
             # of taking one for a duplicate.
-            router=socket.gethostname() + (f"#q{self.queue_num}" if self.cfg.workers > 1 else ""),
+            router=socket.gethostname() + (f"#q{self.queue_num}" if cfg.workers > 1 else ""),
         )
-        self.writer = AbuseLogWriter(self.cfg.abuse_log)
-        on_error = VERDICT_ACCEPT if self.cfg.on_error == "accept" else VERDICT_DROP
-        self.enforcer = Enforcer(compile_policy(policy), self.counters, self.aggregator, on_error)
+        self.writer = AbuseLogWriter(cfg.abuse_log)
+        on_error = VERDICT_ACCEPT if cfg.on_error == "accept" else VERDICT_DROP
+        self.enforcer = Enforcer(compiled, self.counters, self.aggregator, on_error)
         self.cache: BlockCache | None = None
-        if RuleConfig.from_policy(policy).uses_block_cache:
-            resolve = self.enforcer.decide_on_addresses if leader and self.cfg.workers > 1 else None
-            self.cache = BlockCache(self.cfg.block_cache_timeout, resolve=resolve)
+        if self.rule_cfg.uses_block_cache:
+            several = cfg.workers > 1
+            self.cache = BlockCache(
+                cfg.block_cache_timeout,
+                kernel,
+                reader=self.leader,
+                resolve=self.enforcer.decide_on_addresses if self.leader and several else None,
+            )
             self.enforcer.cache = self.cache
-        self.binding: QueueBinding | None = None
-        self._flags: set[str] = set()
-        self._results: queue.Queue[_Loaded] = queue.Queue()
+        self.binding: QueueReader | None = None
+        self.flags = SignalFlags()
+        self.expected: KernelState | None = None  # op25b's state right after its install
+        self.state_file = ""  # where main records it for `op25b rules status`
+        self.on_reloaded: Callable[[], None] | None = None  # main restarts followers
+        self.on_tick: Callable[[], None] | None = None  # main reaps followers
         self._reloading = False
-        self._wake_r, self._wake_w = socket.socketpair()
+        self._results: list[Loaded] = []
+        self._results_lock = threading.Lock()
         self._next_set_refresh: datetime | None = None
-        self._fast_final: dict[str, int] = {}  # read just before the rules go
-        self._cache_errors = 0  # BlockCache.errors already reported
-
-    # -- signals -------------------------------------------------------------------
-
-    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        # Only set a flag; the loop acts. set_wakeup_fd makes select() return.
-        self._flags.add(
-            {
-                signal.SIGHUP: "reload",
-                signal.SIGUSR1: "reopen",
-                signal.SIGTERM: "stop",
-                signal.SIGINT: "stop",
-            }[signal.Signals(signum)]
-        )
-
-    def _install_signals(self) -> None:
-        for s in (self._wake_r, self._wake_w):
-            s.setblocking(False)
-        signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
-        for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._on_signal)
+        self._fast: dict[str, int] = {}  # fast-path accepts, refreshed off the loop
+        self._cache_errors = 0
+        self._writer_errors = 0
+        # Kernel reads, checks and repairs: one thread, so they never overlap each
+        # other; abuse-log writes: another, so an fsync never stalls a verdict.
+        self._kernel_io = ThreadPoolExecutor(1, thread_name_prefix="op25b-kernel")
+        self._log_io = ThreadPoolExecutor(1, thread_name_prefix="op25b-abuselog")
+        self._check: Future[tuple[list[str], str | None]] | None = None
+        # Held by a rules check and by a reload's kernel update: a check must never
+        # see (and "repair") sets that a reload is swapping.
+        self._kernel_lock = threading.Lock()
+        self._fast_read: Future[dict[str, int]] | None = None
+        self._force_repair = False
+        self._timers = _Timers.starting(time.monotonic(), cfg, self.cache)
 
     # -- logging -------------------------------------------------------------------
 
     def log(self, severity: Severity, msg: str, msgid: str) -> None:
-        """A syslog line, mirrored on stderr so `op25b run` in a terminal shows it."""
+        """A syslog line, mirrored on stderr unless systemd's journal already has it."""
         self.syslog.send(severity, msg, msgid=msgid)
-        print(f"op25b[{self.queue_num}]: {msg}", file=self.err, flush=True)
+        if self.mirror_stderr:
+            print(f"op25b[{self.queue_num}]: {msg}", file=self.err, flush=True)
 
-    def _send_counters(self, final: bool = False) -> None:
+    def health_counters(self) -> dict[str, int]:
+        """Everything counted besides the verdicts, for the counters line and metrics."""
+        agg = self.aggregator.stats
+        syslog = self.syslog.stats
+        h = self.health
+        out = {
+            "abuse_untracked_sources": agg.untracked_sources,
+            "abuse_untracked_packets": agg.untracked_packets,
+            "abuse_capped_records": agg.capped_records,
+            "abuse_records_written": self.writer.lines_written,
+            "abuse_write_errors": self.writer.errors,
+            "syslog_dropped": syslog.dropped,
+            "syslog_errors": syslog.send_errors,
+            "callback_errors": self.binding.callback_errors if self.binding else 0,
+        }
+        if self.cache is not None:
+            out["block_cache_errors"] = self.cache.errors
+            out["block_cache_unattributed"] = self.cache.unattributed
+        if self.leader:
+            out["rules_ok"] = int(h.rules_ok)
+            out["rules_checks"] = h.rules_checks
+            out["rules_repaired"] = h.rules_repaired
+            out["rules_repair_failures"] = h.rules_repair_failures
+            out["kernel_errors"] = h.kernel_errors
+        return out
+
+    def send_counters(self, final: bool = False) -> None:
+        """One counters line (RFC 5424 structured data) for this worker's queue."""
         snap = self.counters.snapshot(time.monotonic())
-        stats = kernel_queue_stats(queues=[self.queue_num])
-        msg, params = self.reporter.report(snap, stats)
+        try:
+            stats = self.kernel.queue_stats([self.queue_num])
+        except OSError:
+            self.health.kernel_errors += 1
+            stats = {}
+        msg, params = self.reporter.report(snap, stats, self.health_counters())
         params = (("queue", str(self.queue_num)), *params)
         if self.leader and self.policy.daemon.fast_path:
             # Accepted in the kernel ahead of the queue: invisible to the counters above.
-            fast = self._fast_final if final else self._read_fast_path()
-            params = (*params, *((f"fast_{k}", str(n)) for k, n in fast.items()))
-            if fast:
-                msg += f"; fast path accepted {sum(fast.values())} in the kernel"
+            params = (*params, *((f"fast_{k}", str(n)) for k, n in self._fast.items()))
+            if self._fast:
+                msg += f"; fast path accepted {sum(self._fast.values())} in the kernel"
         if final:
             params = (("final", "1"), *params)
             msg = "final " + msg
         self.syslog.send(Severity.INFO, msg, msgid="counters", params=params)
-
-    def _read_fast_path(self) -> dict[str, int]:
-        try:
-            return rules.fast_path_counters()
-        except (RulesError, OSError):
-            return {}
 
     def _notify_new_sources(self) -> None:
         for pkt, d in self.enforcer.new_sources:
@@ -289,323 +261,357 @@ class Worker:
             )
         self.enforcer.new_sources.clear()
 
-    def _rotate_cache(self) -> None:
-        if self.cache is None:
-            return
-        if self.leader:
-            self._account_cache(self.cache.rotate())
-        else:
-            self.cache.forget()
-            self._report_cache_errors()
-
-    def _report_cache_errors(self) -> None:
-        # The cache never raises (the daemon still decides uncached sources); say so.
-        if self.cache is not None and self.cache.errors != self._cache_errors:
-            self._cache_errors = self.cache.errors
-            self.log(Severity.ERR, f"verdict cache: {self.cache.last_error}", "block_cache")
+    # -- verdict cache and abuse log -------------------------------------------------
 
     def _account_cache(self, hits: list[CachedHits]) -> None:
         # Packets the kernel handled for cached sources: into the counters and the
         # abuse log exactly as if the daemon had decided them.
-        self._report_cache_errors()
+        cache = self.cache
+        if cache is not None and cache.errors != self._cache_errors:
+            self._cache_errors = cache.errors
+            self.log(Severity.ERR, f"verdict cache: {cache.last_error}", "block_cache")
+        now = self.clock().timestamp()
         for h in hits:
             d = h.decision
             self.counters.add_block_cache_packets(h.packets)
             self.aggregator.add_kernel_count(
-                h.version, h.src, h.packets, d.plan, d.verdict, d.rule, time.time()
+                h.version, h.src, h.packets, d.plan, d.verdict, d.rule, now
             )
 
     def _write_abuse(self, records: list[AbuseRecord]) -> None:
-        if not records:
-            return
-        errors = self.writer.errors
-        self.writer.write(records)
-        # The writer never raises (a full disk must not stop enforcement); say so in syslog.
-        if self.writer.errors != errors:
+        if records:
+            self._log_io.submit(self.writer.write, records)
+        # The writer never raises (a full disk must not stop enforcement); say so once
+        # per new failure in syslog.
+        if self.writer.errors != self._writer_errors:
+            self._writer_errors = self.writer.errors
             self.log(Severity.ERR, f"abuse log write failed: {self.writer.last_error}", "abuse_log")
 
-    # -- reload --------------------------------------------------------------------
+    # -- kernel integrity (leader) -----------------------------------------------------
 
-    def _start_reload(self, sets_only: bool = False) -> None:
+    def take_expected_state(self) -> None:
+        """Remember op25b's kernel state right after our own install (leader only).
+
+        Also recorded in /run/op25b for ``op25b rules status`` (best effort: the
+        watchdog works from the copy in memory).
+        """
+        self.expected = self.kernel.state()
+        if self.state_file:
+            try:
+                os.makedirs(os.path.dirname(self.state_file), mode=0o755, exist_ok=True)
+                tmp = f"{self.state_file}.{os.getpid()}"
+                with open(tmp, "w", encoding="ascii") as f:
+                    json.dump(to_json(self.expected), f)
+                os.replace(tmp, self.state_file)
+            except OSError as e:
+                self.log(Severity.WARNING, f"cannot record kernel state: {e}", "rules")
+
+    def _check_rules(self, force: bool) -> tuple[list[str], str | None]:
+        """In the kernel thread: what is wrong, and repair it; (problems, repair error)."""
+        with self._kernel_lock:
+            if self._reloading:
+                return [], None
+            return self._check_and_repair(force)
+
+    def _check_and_repair(self, force: bool) -> tuple[list[str], str | None]:
+        expected = self.expected
+        if expected is None:
+            return [], None
+        found = problems(expected, self.kernel.state(), VOLATILE_SETS)
+        if force and not found:
+            found = ["reinstating the last good ruleset after a failed kernel update"]
+        if not found:
+            return [], None
+        try:
+            sets_damaged = force or any(p.startswith("ipset ") for p in found)
+            if sets_damaged:
+                self.kernel.install(self.rule_cfg, self.policy, self.clock())
+            else:
+                self.kernel.install_rules(self.rule_cfg)
+            left = problems(expected, self.kernel.state(), VOLATILE_SETS)
+            if left:
+                return found, "still damaged after repair: " + "; ".join(left)
+        except Exception as e:  # the next check tries again; the loop reports it
+            return found, f"{type(e).__name__}: {e}"
+        return found, None
+
+    def _start_check(self) -> None:
+        if self._check is None and not self._reloading and self.expected is not None:
+            force, self._force_repair = self._force_repair, False
+            self._check = self._kernel_io.submit(self._check_rules, force)
+
+    def _finish_check(self) -> None:
+        future = self._check
+        if future is None or not future.done():
+            return
+        self._check = None
+        self.health.rules_checks += 1
+        try:
+            found, repair_error = future.result()
+        except Exception as e:  # reading the state failed: count it, try again later
+            self.health.kernel_errors += 1
+            self.health.rules_ok = False
+            self.log(Severity.ERR, f"kernel rules check failed: {e}", "rules")
+            return
+        self.health.last_problems = found
+        if not found:
+            self.health.rules_ok = True
+            return
+        if repair_error is None:
+            self.health.rules_repaired += 1
+            self.health.rules_ok = True
+            self.log(Severity.ERR, f"kernel rules damaged, repaired: {'; '.join(found)}", "rules")
+        else:
+            self.health.rules_repair_failures += 1
+            self.health.rules_ok = False
+            self.log(
+                Severity.ERR,
+                f"kernel rules damaged, repair failed ({repair_error}): {'; '.join(found)}",
+                "rules",
+            )
+
+    def _start_fast_read(self) -> None:
+        if self.leader and self.policy.daemon.fast_path and self._fast_read is None:
+            self._fast_read = self._kernel_io.submit(self.kernel.fast_path_counters)
+
+    def _finish_fast_read(self) -> None:
+        future = self._fast_read
+        if future is not None and future.done():
+            self._fast_read = None
+            try:
+                self._fast = future.result()
+            except Exception:
+                self.health.kernel_errors += 1
+
+    # -- reload ------------------------------------------------------------------------
+
+    def start_reload(self, sets_only: bool = False) -> None:
+        """Begin a reload in a background thread (queued if one is running)."""
         if self._reloading:
-            self._flags.add("reload")  # run again when the current one finishes
+            self.flags.raise_flag("reload")  # run again when the current one finishes
             return
         self._reloading = True
         if not sets_only:
             self.notifier.reloading()
-        threading.Thread(
-            target=self._reload_thread, args=(sets_only,), name="op25b-reload", daemon=True
-        ).start()
+            self.notifier.status(f"reloading {self.policy_path}")
 
-    def _reload_thread(self, sets_only: bool) -> None:
-        t0 = time.monotonic()
-        try:
-            if sets_only:
-                policy = self.policy
-                compiled = None
-            else:
-                policy = load_policy(self.policy_path).policy
-                compiled = compile_policy(policy)
-                trim_memory()  # the loader's garbage is gone by now
-            if self.leader:
-                new_cfg = RuleConfig.from_policy(policy)
-                same = sets_only or new_cfg == RuleConfig.from_policy(self.policy)
-                in_child(lambda: _apply(policy, None if same else new_cfg))
-            result = _Loaded(policy, compiled, None, time.monotonic() - t0, sets_only)
-        except PolicyError as e:
-            result = _Loaded(None, None, str(e), time.monotonic() - t0, sets_only)
-        except (RulesError, OSError, ValueError) as e:
-            result = _Loaded(None, None, f"kernel update failed: {e}", time.monotonic() - t0)
-        self._results.put(result)
-        with contextlib.suppress(OSError):
-            self._wake_w.send(b"r")
+        def work() -> None:
+            with self._kernel_lock:
+                result = reload_policy(
+                    self.policy_path,
+                    self.policy,
+                    self.kernel,
+                    leader=self.leader,
+                    sets_only=sets_only,
+                    clock=self.clock,
+                )
+            with self._results_lock:
+                self._results.append(result)
+            self.flags.wake()
 
-    def _finish_reload(self, result: _Loaded) -> None:
+        threading.Thread(target=work, name="op25b-reload", daemon=True).start()
+
+    def _finish_reloads(self) -> None:
+        with self._results_lock:
+            results, self._results = self._results, []
+        for result in results:
+            self._finish_reload(result)
+
+    def _finish_reload(self, result: Loaded) -> None:
         self._reloading = False
         if result.sets_only:
             if result.error:
                 self.log(Severity.ERR, f"allow-set refresh failed: {result.error}", "reload")
+                self._force_repair = True
+            else:
+                self._kernel_io.submit(self.take_expected_state)
             self._schedule_set_refresh()
             return
         self.counters.record_reload(result.error is None)
         if result.error is not None or result.policy is None or result.compiled is None:
             self.log(
-                Severity.ERR,
-                f"reload refused, old policy stays in force: {result.error}",
-                "reload",
+                Severity.ERR, f"reload refused, old policy stays in force: {result.error}", "reload"
             )
+            # A kernel update may have failed half-way: put the last good state back.
+            self._force_repair = self.leader
         else:
-            # Free the old policy off the verdict path: the holder list is its last
-            # reference and the thread empties it, so the deallocation (and handing the
-            # memory back) happens there.
             holder = [(self.policy, self.enforcer.compiled)]
             self.policy = result.policy
+            self.rule_cfg = RuleConfig.from_policy(result.policy)
             self.enforcer.compiled = result.compiled
-            threading.Thread(target=_dispose, args=(holder,), name="op25b-free").start()
-            # Invalidate: a source blocked under the old policy may be exempt now.
-            self._rotate_cache()
+            threading.Thread(target=dispose, args=(holder,), name="op25b-free").start()
+            if self.cache is not None:
+                # Invalidate: a source blocked under the old policy may be exempt now.
+                self.cache.start_rotation()
+            if self.leader:
+                self._kernel_io.submit(self.take_expected_state)
             self.log(
-                Severity.INFO,
-                f"reloaded {self.policy_path} in {result.seconds:.3f}s",
-                "reload",
+                Severity.INFO, f"reloaded {self.policy_path} in {result.seconds:.3f}s", "reload"
             )
             self._schedule_set_refresh()
-        for pid in self.followers:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGHUP)
-        self.notifier.ready(self._status())
+            if self.on_reloaded is not None:
+                self.on_reloaded()
+        self.notifier.ready(self.status())
 
     def _schedule_set_refresh(self) -> None:
         # The kernel allow-sets hold the exemptions active at load time; refresh them
         # when one expires so the fallback never honours an expired exemption.
-        now = datetime.now(UTC)
-        self._next_set_refresh = next_change(self.policy, now) if self.leader else None
+        self._next_set_refresh = next_change(self.policy, self.clock()) if self.leader else None
 
-    def _status(self) -> str:
-        return f"enforcing {self.policy_path} on queue {self.queue_num}"
+    def status(self) -> str:
+        """One line for ``systemctl status``."""
+        snap = self.counters.snapshot(0.0)
+        return (
+            f"enforcing {self.policy_path} on queue {self.queue_num}:"
+            f" {snap.blocked} blocked, {snap.decided - snap.blocked} allowed"
+        )
 
-    # -- the loop ------------------------------------------------------------------
+    # -- the loop ----------------------------------------------------------------------
 
     def bind(self) -> None:
         """Bind the queue (the rules may already be sending packets to it)."""
-        on_error = self.enforcer.on_error
-        self.binding = QueueBinding(self.queue_num, self.enforcer.handle, on_error)
+        self.binding = self.kernel.bind_queue(
+            self.queue_num, self.enforcer.handle, self.enforcer.on_error
+        )
 
     def serve(self) -> int:
         """Run until stopped; returns the process exit code."""
-        assert self.binding is not None
-        binding = self.binding
-        self._install_signals()
-        self._schedule_set_refresh()
-        interval = self.cfg.counters_interval
-        next_counters = time.monotonic() + interval
-        next_watchdog = time.monotonic()
-        window_tick = min(1.0, self.cfg.abuse_window / 4)
-        next_window = time.monotonic() + window_tick
-        next_rotation = time.monotonic() + (self.cache.timeout if self.cache is not None else 0)
-        if self.leader:
-            self.notifier.ready(self._status())
-        self.log(Severity.INFO, f"started: {self._status()}", "start")
+        self.start()
         while True:
-            now_m = time.monotonic()
-            deadline = min(next_counters, next_window)
-            if self.notifier.watchdog_interval and self.leader:
-                deadline = min(deadline, next_watchdog)
-            timeout = max(0.0, deadline - now_m)
-            qfd, wfd = binding.fileno(), self._wake_r.fileno()
-            ready, _, _ = select.select([qfd, wfd], [], [], timeout)
-            self.enforcer.set_clock(datetime.now(UTC))
-            if qfd in ready:
-                binding.process()
-                if self.cache is not None:
-                    self.cache.flush()
-            if wfd in ready:
-                with contextlib.suppress(BlockingIOError):
-                    while self._wake_r.recv(4096):
-                        pass
-            if self.enforcer.new_sources:
-                self._notify_new_sources()
-            while not self._results.empty():
-                self._finish_reload(self._results.get_nowait())
-            flags, self._flags = self._flags, set()
-            if "stop" in flags:
-                return self._shutdown()
-            if "reopen" in flags:
-                self.writer.reopen()
-                self.log(Severity.INFO, f"reopened abuse log {self.cfg.abuse_log}", "abuse_log")
-                for pid in self.followers:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGUSR1)
-            if "reload" in flags:
-                self._start_reload()
-            refresh = self._next_set_refresh
-            if refresh is not None and self.enforcer.now >= refresh and not self._reloading:
-                self._next_set_refresh = None
-                self._start_reload(sets_only=True)
-            now_m = time.monotonic()
-            if self.cache is not None and now_m >= next_rotation:
-                next_rotation = now_m + self.cache.timeout
-                self._rotate_cache()
-            if now_m >= next_window:
-                next_window = now_m + window_tick
-                if self.cache is not None and self.leader:
-                    self._account_cache(self.cache.read())
-                self._write_abuse(list(self.aggregator.due(time.time())))
-            if now_m >= next_counters:
-                next_counters = now_m + interval
-                self._send_counters()
-            if self.leader and self.notifier.watchdog_interval and now_m >= next_watchdog:
-                next_watchdog = now_m + self.notifier.watchdog_interval
-                self.notifier.watchdog()
-            self.syslog.flush()
+            code = self.step()
+            if code is not None:
+                return code
 
-    def _shutdown(self) -> int:
+    def start(self) -> None:
+        """Signals, timers and READY: what ``serve`` does before its first step."""
         assert self.binding is not None
-        self.notifier.stopping()
-        for pid in self.followers:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        self.enforcer.set_clock(datetime.now(UTC))
-        # Answer what is queued before the rules go (bounded: a flood keeps queueing).
-        for _ in range(64):
-            if not self.binding.process():
-                break
-        code = 0
+        self.flags.install()
+        self._schedule_set_refresh()
+        self._timers = _Timers.starting(time.monotonic(), self.cfg, self.cache)
+        self._timers.set_period("watchdog", self.notifier.watchdog_interval or 3600.0)
         if self.leader:
-            for pid in self.followers:
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(pid, 0)
+            self.notifier.ready(self.status())
+        self.log(Severity.INFO, f"started: {self.status()}", "start")
+
+    def step(self, max_wait: float | None = None) -> int | None:
+        """One turn of the loop: wait for packets or a timer, then act.
+
+        Returns the exit code once stopped, else None. Tests drive the loop with it.
+        """
+        binding = self.binding
+        assert binding is not None
+        t = self._timers
+        now_m = time.monotonic()
+        deadline = t.next_deadline(self.leader and bool(self.notifier.watchdog_interval))
+        if (
+            self._check is not None
+            or self._fast_read is not None
+            or (self.cache is not None and self.cache.busy)
+        ):
+            deadline = min(deadline, now_m + 0.05)  # results to collect soon
+        wait = max(0.0, deadline - now_m)
+        if max_wait is not None:
+            wait = min(wait, max_wait)
+        qfd, wfd = binding.fileno(), self.flags.fileno()
+        ready, _, _ = select.select([qfd, wfd], [], [], wait)
+        self.enforcer.set_clock(self.clock())
+        if qfd in ready:
+            binding.process()
+            if self.cache is not None:
+                self.cache.flush()
+        if wfd in ready:
+            self.flags.drain_wakeups()
+        if self.enforcer.new_sources:
+            self._notify_new_sources()
         if self.cache is not None:
-            # Rotate rather than read (and only once the followers are gone and add
-            # nothing more): after the swap the kernel no longer counts on the old
-            # entries, so the final numbers are exact.
+            self._account_cache(self.cache.poll())
+        self._finish_reloads()
+        self._finish_check()
+        self._finish_fast_read()
+        flags = self.flags.take()
+        if "stop" in flags:
+            return self.shutdown()
+        if "reopen" in flags:
+            self.writer.reopen()
+            self.log(Severity.INFO, f"reopened abuse log {self.cfg.abuse_log}", "abuse_log")
+        if "reload" in flags and self.leader:
+            self.start_reload()
+        if self.on_tick is not None:
+            self.on_tick()
+        refresh = self._next_set_refresh
+        if refresh is not None and self.enforcer.now >= refresh and not self._reloading:
+            self._next_set_refresh = None
+            self.start_reload(sets_only=True)
+        self._run_timers(time.monotonic())
+        self.syslog.flush()
+        return None
+
+    def _run_timers(self, now_m: float) -> None:
+        t = self._timers
+        if self.cache is not None and t.due("rotation", now_m):
+            self.cache.start_rotation()
+        if t.due("window", now_m):
+            if self.cache is not None:
+                self.cache.start_read()
+            self._write_abuse(self.aggregator.due(self.clock().timestamp()))
+        if self.leader and t.due("check", now_m):
+            self._start_check()
+        if t.due("fast", now_m):
+            self._start_fast_read()
+        if t.due("counters", now_m):
+            self.send_counters()
             if self.leader:
-                self._account_cache(self.cache.rotate())
-            self.cache.close()
+                self.notifier.status(self.status())
+        if self.leader and self.notifier.watchdog_interval and t.due("watchdog", now_m):
+            self.notifier.watchdog()
+
+    def shutdown(self) -> int:
+        """Answer what is queued, remove the rules (leader), drain, write, say goodbye.
+
+        Leader order: (1) the followers stop (each drains its queue; until the rules go,
+        their share meets the fallback, which enforces the same policy); (2) the final
+        verdict-cache rotation, once nobody adds to it any more, so its counts are
+        exact; (3) the rules go, so nothing new is queued; (4) what is queued, and what
+        arrived meanwhile, is answered; then the records and the final counters.
+        """
+        binding = self.binding
+        assert binding is not None
+        self.notifier.stopping()
+        self.enforcer.set_clock(self.clock())
+        code = 0
+        while binding.process():  # answer what is queued before anything goes
+            pass
+        if self.leader and self.on_stopping is not None:
+            self.on_stopping()
+        if self.cache is not None:
+            self._account_cache(self.cache.close())
+            self.enforcer.cache = None  # decisions from here on are the daemon's alone
         if self.leader:
+            self._kernel_io.shutdown(wait=True)
             if self.policy.daemon.fast_path:
-                self._fast_final = self._read_fast_path()
+                try:
+                    self._fast = self.kernel.fast_path_counters()
+                except Exception:
+                    self.health.kernel_errors += 1
             try:
-                rules.remove()
-            except RulesError as e:
+                self.kernel.remove()
+            except Exception as e:
                 self.log(Severity.ERR, f"removing rules failed: {e}", "stop")
                 code = 1
-        while self.binding.process():  # what arrived while the rules were being removed
+            else:
+                if self.state_file:
+                    with contextlib.suppress(OSError):
+                        os.unlink(self.state_file)
+        while binding.process():  # what arrived while the rules were being removed
             pass
-        self.binding.close()
+        binding.close()
         self._notify_new_sources()
-        self._write_abuse(list(self.aggregator.flush_all(time.time())))
+        self._write_abuse(self.aggregator.flush_all(self.clock().timestamp()))
+        self._log_io.shutdown(wait=True)
         self.writer.close()
-        self._send_counters(final=True)
+        self.send_counters(final=True)
         self.log(Severity.INFO, "stopped", "stop")
         self.syslog.close()
         return code
 
-
-def run(policy_path: str, overrides: Overrides, err: TextIO = sys.stderr) -> int:
-    """Load, install, serve, clean up. Exit codes: 0 clean stop, 1 could not start."""
-    try:
-        policy = load_policy(policy_path).policy
-    except PolicyError as e:
-        print(f"op25b run: {e}", file=err)
-        return 1
-    try:
-        cfg = apply_overrides(policy.daemon, overrides)
-    except ValueError as e:
-        print(f"op25b run: {e}", file=err)
-        return 1
-    notifier = Notifier()
-    try:
-        worker = Worker(policy_path, policy, overrides, 0, True, notifier, err)
-        worker.writer.open()
-        trim_memory()
-    except OSError as e:
-        print(f"op25b run: cannot open abuse log {cfg.abuse_log}: {e}", file=err)
-        return 1
-    try:
-        rules.install(RuleConfig.from_policy(policy), compute_sets(policy, datetime.now(UTC)))
-    except (RulesError, OSError) as e:
-        hint = " (op25b run needs root or CAP_NET_ADMIN)" if os.geteuid() != 0 else ""
-        print(f"op25b run: installing kernel rules failed{hint}: {e}", file=err)
-        return 1
-    try:
-        worker.followers = _fork_followers(policy_path, policy, overrides, notifier, err, cfg)
-        worker.bind()
-    except OSError as e:
-        print(f"op25b run: binding queue {cfg.queue} failed: {e}", file=err)
-        for pid in worker.followers:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        with contextlib.suppress(RulesError):
-            rules.remove()
-        return 1
-    try:
-        return worker.serve()
-    except BaseException:
-        # Unexpected: leave no rules that point at a dead queue behind except the
-        # configured down-behaviour, which is what the kernel does without us anyway.
-        with contextlib.suppress(RulesError):
-            rules.remove()
-        raise
-
-
-def _fork_followers(
-    policy_path: str,
-    policy: Policy,
-    overrides: Overrides,
-    notifier: Notifier,
-    err: TextIO,
-    cfg: DaemonConfig,
-) -> list[int]:
-    """Fork the followers and return once every one has bound its queue.
-
-    Until a follower is bound, packets hashed to its queue meet the fallback rules; so
-    the leader says "started" (and READY=1) only after all of them reported in.
-    """
-    pids: list[int] = []
-    ready_r, ready_w = os.pipe()
-    for index in range(1, cfg.workers):
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                os.close(ready_r)
-                w = Worker(policy_path, policy, overrides, index, False, Notifier({}), err)
-                w.writer.open()
-                w.bind()
-                os.write(ready_w, b"1")
-                os.close(ready_w)
-                code = w.serve()
-            finally:
-                os._exit(code)
-        pids.append(pid)
-    os.close(ready_w)
-    with os.fdopen(ready_r, "rb") as ready:
-        # EOF before N-1 bytes: a follower died before binding (its error is on stderr).
-        got = ready.read(len(pids)) if pids else b""
-    if len(got) != len(pids):
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        raise OSError(f"{len(pids) - len(got)} of {len(pids)} follower(s) failed to bind")
-    return pids
+    on_stopping: Callable[[], None] | None = None  # main: stop and reap the followers

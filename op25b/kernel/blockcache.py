@@ -1,7 +1,7 @@
 """The kernel verdict cache for blocked sources, seen from the daemon.
 
 After the daemon blocks a source, the source goes into ``op25b-block4/6`` (ipset
-hash:ip with counters) and the mangle rules drop (or mark for reject) its further
+hash:ip with counters) and the kernel rules drop (or mark for reject) its further
 attempts without asking userspace: a flooding bot then costs kernel time only.
 
 Exact accounting is the hard part. Entries are never left to time out in the kernel,
@@ -13,32 +13,47 @@ packets after the swap meet the empty set and reach the daemon again, which deci
 (and counts) them itself and re-caches the source. Nothing is counted twice or lost.
 The kernel timeout on entries (twice the rotation period) is only a safety net for a
 daemon that died.
+
+Nothing here blocks the verdict loop: adds, reads and rotations run on one I/O
+thread in submission order (so an add submitted before a rotation lands in the old
+set), and their results come back through ``poll()``. Each result belongs to the
+*generation* of the set it read (the sources cached in it and the counts already
+accounted), so a read that finishes after a rotation began is still attributed to
+the right set. Measured: ``ipset save`` of 100k cached sources takes ~240 ms, which
+used to be a 240 ms verdict gap once a second.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
-from op25b.kernel.commands import run_command
-from op25b.kernel.ipsets import (
-    block_add_line,
-    block_cache_read,
-    block_set_line,
-)
-from op25b.kernel.names import set_name
-from op25b.policy.addr import parse_address
 from op25b.policy.decide import Decision
 
-_ROTATE_SUFFIX = "-old"
 # During a flood the queue socket never runs dry, so the loop cannot wait for the end
 # of a batch: newly blocked sources are pushed to the kernel once this many are
 # pending or the oldest has waited this long.
 _FLUSH_COUNT = 64
 _FLUSH_AGE = 0.005
-_HASHSIZE = 4096
+
+Counts = dict[tuple[int, int], int]
+
+
+class CacheKernel(Protocol):
+    """The kernel side (``op25b.kernel.seam.Kernel`` provides it)."""
+
+    def cache_add(self, entries: list[tuple[int, int]], timeout: int) -> None:
+        """Add entries to the live sets."""
+
+    def cache_counts(self) -> Counts:
+        """The live sets' per-entry packet counters."""
+
+    def cache_rotate(self, timeout: int) -> Counts:
+        """Swap in empty sets; the old ones' final counters."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,38 +66,51 @@ class CachedHits:
     decision: Decision
 
 
+@dataclass
+class _Generation:
+    """One incarnation of the kernel sets: who was put in it, and what is accounted."""
+
+    live: dict[tuple[int, int], Decision] = field(default_factory=dict)
+    seen: Counts = field(default_factory=dict)
+
+
 class BlockCache:
-    """Adds blocked sources to the kernel cache and reads back what it handled."""
+    """Adds blocked sources to the kernel cache and accounts for what it handled.
+
+    ``reader=False`` (a follower worker with ``workers > 1``) only adds: the leader
+    reads and rotates, and attributes sources it did not cache itself with
+    ``resolve`` (the source's decision under the policy in force).
+    """
 
     def __init__(
         self,
         timeout: int,
-        cmd_prefix: Sequence[str] = (),
+        kernel: CacheKernel,
+        *,
+        reader: bool = True,
         resolve: Callable[[int, int], Decision] | None = None,
     ) -> None:
         self.timeout = timeout
-        self.cmd_prefix = tuple(cmd_prefix)
-        # With several workers every one adds sources, but only the leader reads and
-        # rotates the sets; ``resolve`` gives it the decision (plan, rule, action) for
-        # a source another worker cached, so it can account for every entry.
+        self.kernel = kernel
+        self.reader = reader
         self.resolve = resolve
+        self._gen = _Generation()
         self._pending: dict[tuple[int, int], Decision] = {}
         self._pending_since = 0.0
-        # ipset runs as a subprocess; a worker thread waits for it so the verdict loop
-        # never blocks on fork/exec (one thread keeps the adds in order).
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="op25b-cache")
-        self._inflight: Future[None] | None = None
-        # Sources in the live sets with the decision that put them there (plan, rule
-        # and action for the abuse log) and the packet count already accounted.
-        self._live: dict[tuple[int, int], Decision] = {}
-        self._seen: dict[tuple[int, int], int] = {}
+        # Results in submission order: (future, generation it reads, kind).
+        self._results: deque[tuple[Future[Counts | None], _Generation, str]] = deque()
         self.errors = 0
         self.last_error = ""
+        self.adds = 0  # sources handed to the kernel
+        self.unattributed = 0  # packets counted on entries nobody could attribute
+
+    # -- the per-packet side ---------------------------------------------------
 
     def want(self, version: int, src: int, decision: Decision) -> None:
         """Per-packet path: remember a blocked source; pushed to the kernel soon."""
         key = (version, src)
-        if key in self._live or key in self._pending:
+        if key in self._gen.live or key in self._pending:
             return
         if not self._pending:
             self._pending_since = time.monotonic()
@@ -94,101 +122,86 @@ class BlockCache:
             self.flush()
 
     def flush(self) -> int:
-        """Hand pending sources to the ipset thread in one ``ipset restore``."""
+        """Hand pending sources to the I/O thread in one ``ipset restore``."""
         if not self._pending:
             return 0
-        text = "".join(block_add_line(v, a, self.timeout * 2) for v, a in self._pending)
         batch, self._pending = self._pending, {}
         # Counted as live at once: until the add lands the daemon simply keeps deciding
         # these sources itself, which is correct, only slower.
         for key, d in batch.items():
-            self._live[key] = d
-            self._seen.setdefault(key, 0)
-        self._inflight = self._io.submit(self._add, text)
+            self._gen.live[key] = d
+            self._gen.seen.setdefault(key, 0)
+        self.adds += len(batch)
+        self._submit(self.kernel.cache_add, "add", list(batch), self.timeout * 2)
         return len(batch)
 
-    def _add(self, text: str) -> None:
-        try:
-            run_command(["ipset", "restore", "-exist"], self.cmd_prefix, text)
-        except Exception as e:  # the daemon still decides these sources; keep going
-            self.errors += 1
-            self.last_error = str(e)
+    # -- reads and rotations (asynchronous) --------------------------------------
 
-    def _settle(self) -> None:
-        """Wait for adds in flight, so reads and rotations see them."""
+    def start_read(self) -> None:
+        """Ask for the live sets' counters; the hits come back through ``poll()``."""
+        if self.reader and (self._gen.live or self.resolve is not None):
+            self.flush()
+            self._submit(self.kernel.cache_counts, "read")
+
+    def start_rotation(self) -> None:
+        """Swap in empty sets now (in order after pending adds); hits via ``poll()``.
+
+        A follower only forgets what it cached: the leader swapped the sets.
+        """
         self.flush()
-        if self._inflight is not None:
-            self._inflight.result()
-            self._inflight = None
+        if self.reader:
+            self._submit(self.kernel.cache_rotate, "rotate", self.timeout * 2)
+        self._gen = _Generation()
 
-    def forget(self) -> None:
-        """A follower's rotation: the leader swapped the sets, so re-add from now on."""
-        self._settle()
-        self._live.clear()
-        self._seen.clear()
+    def _submit(self, fn: Callable[..., Counts | None], kind: str, *args: object) -> None:
+        def call() -> Counts | None:
+            try:
+                return fn(*args)
+            except Exception as e:  # the daemon still decides these sources; keep going
+                self.errors += 1
+                self.last_error = f"{kind}: {e}"
+                return None
 
-    def close(self) -> None:
-        """Stop the ipset thread (after what it has in hand)."""
-        self._settle()
-        self._io.shutdown(wait=True)
+        self._results.append((self._io.submit(call), self._gen, kind))
 
-    def _read(self, names: dict[int, str]) -> dict[tuple[int, int], int]:
-        counts: dict[tuple[int, int], int] = {}
-        for version, name in names.items():
-            for entry in block_cache_read(version, self.cmd_prefix, name):
-                _, addr = parse_address(entry.address)
-                counts[(version, addr)] = entry.packets
-        return counts
-
-    def _hits(self, counts: dict[tuple[int, int], int]) -> list[CachedHits]:
+    def poll(self, wait: bool = False) -> list[CachedHits]:
+        """Hits of the reads and rotations finished so far, in order (``wait``: all)."""
         out: list[CachedHits] = []
-        for key, packets in counts.items():
-            d = self._live.get(key)
-            if d is None:
-                if self.resolve is None:
-                    continue  # added by a previous daemon; not ours to attribute
-                d = self.resolve(*key)
-            delta = packets - self._seen.get(key, 0)
-            if delta > 0:
-                out.append(CachedHits(key[0], key[1], delta, d))
-            self._seen[key] = packets
+        while self._results:
+            future, gen, kind = self._results[0]
+            if not wait and not future.done():
+                break
+            self._results.popleft()
+            counts = future.result()
+            if counts is not None and kind != "add":
+                out.extend(self._hits(gen, counts))
         return out
 
-    def read(self) -> list[CachedHits]:
-        """Packets handled by the kernel since the last read, per source."""
-        if not self._live and self.resolve is None:
-            return []
-        self._settle()
-        try:
-            return self._hits(self._read({4: set_name("block", 4), 6: set_name("block", 6)}))
-        except Exception as e:
-            self.errors += 1
-            self.last_error = str(e)
-            return []
+    @property
+    def busy(self) -> int:
+        """Kernel operations submitted and not yet collected."""
+        return len(self._results)
 
-    def rotate(self) -> list[CachedHits]:
-        """Swap in empty sets, read the old ones' final counters, destroy them."""
-        self._settle()
-        names = {v: set_name("block", v) for v in (4, 6)}
-        olds = {v: n + _ROTATE_SUFFIX for v, n in names.items()}
-        create = "".join(
-            block_set_line(olds[v], v, self.timeout * 2, hashsize=_HASHSIZE) for v in (4, 6)
-        )
-        # -exist + flush: a leftover from a crashed daemon must not be swapped back in.
-        flush = "".join(f"flush {olds[v]}\n" for v in (4, 6))
-        swap = "".join(f"swap {olds[v]} {names[v]}\n" for v in (4, 6))
-        try:
-            run_command(["ipset", "restore", "-exist"], self.cmd_prefix, create + flush + swap)
-            hits = self._hits(self._read(olds)) if self._live or self.resolve else []
-            run_command(
-                ["ipset", "restore"],
-                self.cmd_prefix,
-                "".join(f"destroy {olds[v]}\n" for v in (4, 6)),
-            )
-        except Exception as e:
-            self.errors += 1
-            self.last_error = str(e)
-            hits = []
-        self._live.clear()
-        self._seen.clear()
+    def _hits(self, gen: _Generation, counts: Counts) -> list[CachedHits]:
+        out: list[CachedHits] = []
+        for key, packets in counts.items():
+            d = gen.live.get(key)
+            if d is None:
+                if self.resolve is None:
+                    # Added by a previous daemon (or lost track): counted, not attributed.
+                    self.unattributed += max(0, packets - gen.seen.get(key, 0))
+                    gen.seen[key] = packets
+                    continue
+                d = self.resolve(*key)
+            delta = packets - gen.seen.get(key, 0)
+            if delta > 0:
+                out.append(CachedHits(key[0], key[1], delta, d))
+            gen.seen[key] = packets
+        return out
+
+    def close(self) -> list[CachedHits]:
+        """Final rotation (a reader) and stop the I/O thread; the last hits."""
+        self.start_rotation()
+        hits = self.poll(wait=True)
+        self._io.shutdown(wait=True)
         return hits

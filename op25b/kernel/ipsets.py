@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from op25b.kernel.commands import RulesError, run_command
 from op25b.kernel.names import SET_PREFIX, TMP_SUFFIX, all_set_names, set_name
 from op25b.kernel.setcontents import DEFAULT_BLOCK_MAXELEM, FamilySets, SetContents
-from op25b.policy.addr import format_address, prefix_text
+from op25b.policy.addr import format_address, parse_address, prefix_text
 
 # The smallest sizes ipset would pick anyway; larger policies get sizes from their count
 # so a 1M-prefix pool neither hits maxelem nor spends the load rehashing a tiny table.
@@ -202,9 +202,49 @@ def block_add_line(version: int, addr: int, timeout: int) -> str:
     return f"add {set_name('block', version)} {format_address(version, addr)} timeout {timeout}\n"
 
 
-def block_cache_add(version: int, addr: int, timeout: int, cmd_prefix: Sequence[str] = ()) -> None:
-    """Put one blocked source in the kernel verdict cache for ``timeout`` seconds."""
-    run_command(["ipset", "restore", "-exist"], cmd_prefix, block_add_line(version, addr, timeout))
+def block_cache_add(
+    entries: Sequence[tuple[int, int]], timeout: int, cmd_prefix: Sequence[str] = ()
+) -> None:
+    """Put blocked sources ``(version, address)`` in the verdict cache for ``timeout`` s."""
+    text = "".join(block_add_line(v, a, timeout) for v, a in entries)
+    if text:
+        run_command(["ipset", "restore", "-exist"], cmd_prefix, text)
+
+
+_ROTATE_SUFFIX = "-old"
+_ROTATE_HASHSIZE = 4096
+
+
+def block_cache_counts(
+    cmd_prefix: Sequence[str] = (), suffix: str = ""
+) -> dict[tuple[int, int], int]:
+    """Packet counters of the verdict cache's entries, ``(version, address) -> packets``."""
+    counts: dict[tuple[int, int], int] = {}
+    for version in (4, 6):
+        for entry in block_cache_read(version, cmd_prefix, set_name("block", version) + suffix):
+            counts[(version, parse_address(entry.address)[1])] = entry.packets
+    return counts
+
+
+def block_cache_rotate(timeout: int, cmd_prefix: Sequence[str] = ()) -> dict[tuple[int, int], int]:
+    """Swap empty verdict-cache sets in, return the old ones' final counters, destroy them.
+
+    After the swap the kernel no longer counts on the old entries, so these counts
+    are final: nothing is counted twice or lost (see ``op25b.kernel.blockcache``).
+    """
+    names = {v: set_name("block", v) for v in (4, 6)}
+    olds = {v: n + _ROTATE_SUFFIX for v, n in names.items()}
+    create = "".join(block_set_line(olds[v], v, timeout, hashsize=_ROTATE_HASHSIZE) for v in (4, 6))
+    # -exist + flush: a leftover from a crashed daemon must not be swapped back in.
+    flush = "".join(f"flush {olds[v]}\n" for v in (4, 6))
+    swap = "".join(f"swap {olds[v]} {names[v]}\n" for v in (4, 6))
+    run_command(["ipset", "restore", "-exist"], cmd_prefix, create + flush + swap)
+    try:
+        return block_cache_counts(cmd_prefix, _ROTATE_SUFFIX)
+    finally:
+        run_command(
+            ["ipset", "restore"], cmd_prefix, "".join(f"destroy {olds[v]}\n" for v in (4, 6))
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,14 +8,14 @@ reference them and destroyed after the rules are gone.
 
 from __future__ import annotations
 
-import contextlib
 import re
 from collections.abc import Sequence
 
-from op25b.kernel.commands import RulesError, run_command
+from op25b.kernel.commands import run_command
+from op25b.kernel.integrity import KernelState, parse_set_headers, parse_table
 from op25b.kernel.ipsets import apply_sets, destroy_sets, list_sets
 from op25b.kernel.names import CHAIN, SET_PREFIX, all_set_names, set_name
-from op25b.kernel.ruletext import RuleConfig, render_removal, render_rules
+from op25b.kernel.ruletext import TABLES, RuleConfig, render_removal, render_rules
 from op25b.kernel.setcontents import SetContents
 
 
@@ -35,23 +35,39 @@ def _restore(version: int, text: str, cmd_prefix: Sequence[str]) -> None:
 def install(cfg: RuleConfig, sets: SetContents, cmd_prefix: Sequence[str] = ()) -> None:
     """Install (or replace) sets and rules in the namespace ``cmd_prefix`` runs in.
 
-    Idempotent: leftovers of a crashed run are replaced, not doubled. On failure
-    everything op25b owns is removed (so nothing half-installed stays) and RulesError
-    raised.
+    Idempotent: leftovers of a crashed run are replaced, not doubled. Never fails
+    open: on failure nothing is removed. Each table is one kernel transaction, so it
+    holds either the old or the new rules; sets are swapped whole. RulesError says
+    what failed, and the caller decides (a reload keeps the old policy; the watchdog
+    tries again).
     """
     if cfg.uses_block_cache and sets.block_timeout <= 0:
         raise ValueError("block cache rules need a block_timeout in the set contents")
-    try:
-        apply_sets(sets, cmd_prefix)
-        for v in (4, 6):
-            _restore(v, render_rules(cfg, v, _save(v, cmd_prefix)), cmd_prefix)
-        if not cfg.uses_block_cache:
-            # Safe only now: the old rules that may have referenced them are replaced.
-            destroy_sets([set_name("block", 4), set_name("block", 6)], cmd_prefix)
-    except RulesError:
-        with contextlib.suppress(RulesError):  # the first error is the one worth reporting
-            remove(cmd_prefix)
-        raise
+    apply_sets(sets, cmd_prefix)
+    install_rules(cfg, cmd_prefix)
+    if not cfg.uses_block_cache:
+        # Safe only now: the old rules that may have referenced them are replaced.
+        destroy_sets([set_name("block", 4), set_name("block", 6)], cmd_prefix)
+
+
+def install_rules(cfg: RuleConfig, cmd_prefix: Sequence[str] = ()) -> None:
+    """Replace the rules only (their sets must exist): what a repair of moved rules needs."""
+    for v in (4, 6):
+        _restore(v, render_rules(cfg, v, _save(v, cmd_prefix)), cmd_prefix)
+
+
+def read_state(cmd_prefix: Sequence[str] = ()) -> KernelState:
+    """op25b's rules and sets as they are now (see ``op25b.kernel.integrity``)."""
+    tables = {
+        (v, table): parse_table(run_command([_binary(v, "-save"), "-t", table], cmd_prefix))
+        for v in (4, 6)
+        for table in TABLES
+    }
+    listing = run_command(["ipset", "list", "-t"], cmd_prefix)
+    sets = {
+        name: n for name, n in parse_set_headers(listing).items() if name.startswith(SET_PREFIX)
+    }
+    return KernelState(tables, sets)
 
 
 def update_sets(sets: SetContents, cmd_prefix: Sequence[str] = ()) -> None:

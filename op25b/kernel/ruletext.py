@@ -41,7 +41,6 @@ TABLES = ("filter", "mangle")  # install order; removal runs in reverse
 _MARK = f"{MARK_MASK:#x}"
 
 
-
 @dataclass(frozen=True)
 class RuleConfig:
     """What the rules depend on (a policy's ports/action and its daemon section)."""
@@ -100,8 +99,7 @@ def _jumps(cfg: RuleConfig) -> list[str]:
     ports = sorted(set(cfg.guarded_ports))
     chunks = [ports[i : i + MULTIPORT_MAX] for i in range(0, len(ports), MULTIPORT_MAX)]
     return [
-        f"-p tcp -m multiport --dports {','.join(map(str, c))} {COMMENT} -j {CHAIN}"
-        for c in chunks
+        f"-p tcp -m multiport --dports {','.join(map(str, c))} {COMMENT} -j {CHAIN}" for c in chunks
     ]
 
 
@@ -238,5 +236,3 @@ def render_removal(saved: str) -> str:
             lines += [f"-F {CHAIN}", f"-X {CHAIN}"]
         parts.append("\n".join([*lines, "COMMIT"]) + "\n")
     return "".join(parts)
-
-

@@ -74,7 +74,13 @@ class AwaitableLines:
 class DaemonProcess:
     """``op25b run`` in a namespace; stderr lines are collected and awaitable."""
 
-    def __init__(self, ns: str, policy: str | Path, extra: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        ns: str,
+        policy: str | Path,
+        extra: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.ns = ns
         argv = [sys.executable, "-m", "op25b", "run", "--policy", str(policy), *extra]
         self.proc: subprocess.Popen[str] = popen_in(
@@ -83,7 +89,7 @@ class DaemonProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
-            env=child_env(),
+            env={**child_env(), **(env or {})},
         )
         self.lines = AwaitableLines()
         self._thread = threading.Thread(target=self._drain, daemon=True)

@@ -409,6 +409,7 @@ class _Walker(NodeReader):
             "v6_aggregate",
             "fast_path",
             "block_cache_timeout",
+            "rules_check_interval",
         )
         keys = self.mapping(node, "daemon", allowed)
         values: dict[str, object] = {}
@@ -425,7 +426,7 @@ class _Walker(NodeReader):
                 values[key] = self.text(value_node, path, "a file path")
             elif key == "syslog":
                 values[key] = self.syslog(value_node, path)
-            elif key in ("counters_interval", "abuse_window"):
+            elif key in ("counters_interval", "abuse_window", "rules_check_interval"):
                 values[key] = self.positive_number(value_node, path)
             elif key == "on_error":
                 values[key] = self.choice(value_node, path, ("accept", "drop"))

@@ -214,6 +214,9 @@ class DaemonConfig:
     v6_aggregate: int = 64  # IPv6 sources are aggregated per /N in the abuse log
     fast_path: bool = False
     block_cache_timeout: int = 0  # seconds; 0 = no kernel verdict cache
+    # Seconds between checks that op25b's rules and sets are still intact in the
+    # (shared) firewall; anything missing, moved or changed is repaired at once.
+    rules_check_interval: float = 1.0
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,9 @@ def write_policy(
 class Running:
     """A started daemon with its syslog receiver and abuse log."""
 
-    def __init__(self, lab: Lab, policy: Path, tmp: Path) -> None:
+    def __init__(
+        self, lab: Lab, policy: Path, tmp: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.lab = lab
         self.policy = policy
         self.abuse_log = tmp / "blocked.jsonl"
@@ -90,6 +92,7 @@ class Running:
                 "--abuse-window",
                 "3600",
             ],
+            env=env,
         )
         self.daemon.wait_started()
 

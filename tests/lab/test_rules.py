@@ -218,8 +218,8 @@ def test_block_cache_helpers(ns: list[str]) -> None:
 
     p = policy(daemon=DaemonConfig(block_cache_timeout=30))
     rules.install(RuleConfig.from_policy(p), compute_sets(p, NOW), ns)
-    block_cache_add(*parse_address("100.64.0.66"), timeout=20, cmd_prefix=ns)
-    block_cache_add(*parse_address("2001:db8:100::66"), timeout=20, cmd_prefix=ns)
+    block_cache_add([parse_address("100.64.0.66")], timeout=20, cmd_prefix=ns)
+    block_cache_add([parse_address("2001:db8:100::66")], timeout=20, cmd_prefix=ns)
     (entry,) = block_cache_read(4, ns)
     assert entry.address == "100.64.0.66" and 0 < entry.timeout <= 20 and entry.packets == 0
     assert block_cache_read(6, ns)[0].address == "2001:db8:100::66"

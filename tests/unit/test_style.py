@@ -23,6 +23,7 @@ IMPORT_OWNERS = {
     "scapy": "report/replay.py",
     "aiosmtpd": "lab/mailservers.py",
     "matplotlib": "report/chart.py",
+    "numpy": "report/chart.py",
 }
 
 

@@ -1,0 +1,200 @@
+"""What op25b's kernel state looks like, and what is wrong with it: pure, no kernel.
+
+The firewall is shared: ``systemctl reload nftables`` (Debian's nftables.conf starts
+with ``flush ruleset``), ``iptables -F``, a restore without ``--noflush``,
+``netfilter-persistent reload`` or an ``ipset destroy`` can remove or move op25b's
+rules while the daemon runs on. The daemon therefore takes a ``KernelState`` right
+after it installs (the *expected* state, in the kernel's own canonical
+``iptables-save`` form, so no text normalisation is needed) and compares a fresh
+one against it every few seconds (``problems``); anything missing, moved or changed
+is repaired at once.
+
+What is compared, per family and table: the ``OP25B`` chain exists and its rules are
+exactly the installed ones; the jumps to it are present, unchanged and first in
+FORWARD. Per set: it exists, and a static set (mta/allow/subs) still holds the number
+of entries it was loaded with (the verdict cache changes by itself: presence only).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from itertools import pairwise
+
+from op25b.kernel.names import CHAIN, KINDS, set_name
+
+# The verdict cache changes by itself: only its presence is checked.
+VOLATILE_SETS = frozenset(set_name("block", v) for v in (4, 6))
+
+
+@dataclass(frozen=True)
+class TableState:
+    """op25b's part of one table of one family."""
+
+    has_chain: bool
+    body: tuple[str, ...]  # the chain's rules, as iptables-save prints them
+    jumps: tuple[str, ...]  # FORWARD rules jumping to the chain, in order
+    jumps_first: bool  # the jumps are FORWARD's first rules
+
+
+@dataclass(frozen=True)
+class KernelState:
+    """op25b's rules and sets as found in one network namespace."""
+
+    tables: Mapping[tuple[int, str], TableState]  # (4|6, "filter"|"mangle")
+    sets: Mapping[str, int]  # op25b's set name -> number of entries
+
+    @property
+    def installed(self) -> bool:
+        """True when anything of op25b's is in the kernel."""
+        return bool(self.sets) or any(t.has_chain or t.jumps for t in self.tables.values())
+
+
+def parse_table(saved: str) -> TableState:
+    """op25b's part of one table from ``iptables-save -t TABLE`` output."""
+    body: list[str] = []
+    forward: list[str] = []
+    has_chain = False
+    for line in saved.splitlines():
+        if line.startswith(f":{CHAIN} "):
+            has_chain = True
+        elif line.startswith(f"-A {CHAIN} "):
+            body.append(line[len(f"-A {CHAIN} ") :])
+        elif line.startswith("-A FORWARD "):
+            forward.append(line[len("-A FORWARD ") :])
+    marks = [_jumps_to_chain(rule) for rule in forward]
+    jumps = tuple(rule for rule, ours in zip(forward, marks, strict=True) if ours)
+    first = all(marks[: len(jumps)])
+    return TableState(has_chain, tuple(body), jumps, first)
+
+
+def _jumps_to_chain(rule: str) -> bool:
+    words = rule.split()
+    return any(w in ("-j", "-g") and n == CHAIN for w, n in pairwise(words))
+
+
+def parse_set_headers(listing: str) -> dict[str, int]:
+    """``ipset list -t`` output -> {set name: number of entries}."""
+    out: dict[str, int] = {}
+    name = ""
+    for line in listing.splitlines():
+        if line.startswith("Name:"):
+            name = line.split(":", 1)[1].strip()
+            out[name] = 0
+        elif line.startswith("Number of entries:") and name:
+            try:
+                out[name] = int(line.split(":", 1)[1])
+            except ValueError:
+                out[name] = -1
+    return out
+
+
+def _family(version: int) -> str:
+    return "iptables" if version == 4 else "ip6tables"
+
+
+def problems(
+    expected: KernelState, actual: KernelState, volatile_sets: frozenset[str] = frozenset()
+) -> list[str]:
+    """What differs, one readable line each; empty when op25b's state is intact.
+
+    ``volatile_sets`` change by themselves (the verdict cache): only their presence
+    counts.
+    """
+    out: list[str] = []
+    for (version, table), want in sorted(expected.tables.items()):
+        have = actual.tables.get((version, table), TableState(False, (), (), True))
+        where = f"{_family(version)} {table}"
+        if want.has_chain and not have.has_chain:
+            out.append(f"{where}: chain {CHAIN} is missing")
+        elif have.body != want.body:
+            out.append(
+                f"{where}: chain {CHAIN} changed ({len(have.body)} rules,"
+                f" {len(want.body)} installed)"
+            )
+        if want.jumps and not have.jumps:
+            out.append(f"{where}: the FORWARD jump to {CHAIN} is missing")
+        elif have.jumps != want.jumps:
+            out.append(f"{where}: the FORWARD jumps to {CHAIN} changed")
+        elif not have.jumps_first:
+            out.append(f"{where}: the FORWARD jump to {CHAIN} is no longer first")
+    for name, count in sorted(expected.sets.items()):
+        if name not in actual.sets:
+            out.append(f"ipset {name} is missing")
+        elif name not in volatile_sets and actual.sets[name] != count:
+            out.append(f"ipset {name} holds {actual.sets[name]} entries, {count} were loaded")
+    return out
+
+
+# -- the daemon's record of what it installed, for `op25b rules status` ----------------
+
+STATE_DIR = "/run/op25b"
+
+
+def state_file(directory: str = STATE_DIR) -> str:
+    """Where the daemon of *this* network namespace records its installed state.
+
+    /run is shared by every namespace of the machine, so the file is named after the
+    namespace's inode (what ``ip netns identify`` compares).
+    """
+    return os.path.join(directory, f"kernel-state-{os.stat('/proc/self/ns/net').st_ino}.json")
+
+
+def to_json(state: KernelState) -> dict[str, object]:
+    """A JSON-ready form of a state (round-trips through ``from_json``)."""
+    return {
+        "tables": [
+            {
+                "family": v,
+                "table": t,
+                "has_chain": s.has_chain,
+                "body": list(s.body),
+                "jumps": list(s.jumps),
+                "jumps_first": s.jumps_first,
+            }
+            for (v, t), s in sorted(state.tables.items())
+        ],
+        "sets": dict(sorted(state.sets.items())),
+    }
+
+
+def from_json(doc: dict[str, object]) -> KernelState:
+    """The inverse of ``to_json``; ValueError on a malformed document."""
+    try:
+        tables = {
+            (int(t["family"]), str(t["table"])): TableState(
+                bool(t["has_chain"]),
+                tuple(map(str, t["body"])),
+                tuple(map(str, t["jumps"])),
+                bool(t["jumps_first"]),
+            )
+            for t in doc["tables"]  # type: ignore[attr-defined]
+        }
+        sets = {str(k): int(v) for k, v in doc["sets"].items()}  # type: ignore[attr-defined]
+    except (KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"malformed kernel state record: {e}") from None
+    return KernelState(tables, sets)
+
+
+def structural_problems(actual: KernelState, block_cache: bool = False) -> list[str]:
+    """What is wrong without a record of the install: chains, first jumps, sets present."""
+    out: list[str] = []
+    for version in (4, 6):
+        for table in ("filter", "mangle"):
+            have = actual.tables.get((version, table), TableState(False, (), (), True))
+            where = f"{_family(version)} {table}"
+            if not have.has_chain:
+                out.append(f"{where}: chain {CHAIN} is missing")
+            elif not have.body:
+                out.append(f"{where}: chain {CHAIN} is empty")
+            if not have.jumps:
+                out.append(f"{where}: the FORWARD jump to {CHAIN} is missing")
+            elif not have.jumps_first:
+                out.append(f"{where}: the FORWARD jump to {CHAIN} is no longer first")
+        for kind in KINDS:
+            if kind == "block" and not block_cache:
+                continue
+            if set_name(kind, version) not in actual.sets:
+                out.append(f"ipset {set_name(kind, version)} is missing")
+    return out
