@@ -282,13 +282,13 @@ def test_writer_reopen_after_rotation(tmp_path: Path) -> None:
     w = AbuseLogWriter(str(path))
     w.write(records(1))
     os.rename(path, tmp_path / "blocked.jsonl.1")  # logrotate's rename
-    w.write(records(2))  # before SIGUSR1 is handled: still the renamed file
     w.reopen()  # the loop saw the USR1 flag
     assert path.exists() and path.read_text() == ""
     w.write(records(1, T0 + 300))
     w.close()
-    assert len(read_lines(tmp_path / "blocked.jsonl.1")) == 3
+    assert len(read_lines(tmp_path / "blocked.jsonl.1")) == 1
     assert [x["window_start"] for x in read_lines(path)] == ["2026-11-23T18:05:00.000Z"]
+    assert w.stats.reopens == 0 and w.pop_events() == []  # a signalled reopen is no news
 
 
 def test_writer_errors_are_counted_not_raised(tmp_path: Path) -> None:
