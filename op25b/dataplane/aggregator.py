@@ -18,22 +18,16 @@ comes back is announced again. The aggregator outlives policy reloads, so a relo
 does not re-announce every active source.
 
 Memory is bounded per window, and one subscriber's flood cannot hide another's
-record. Sources that would pass a cap are not dropped but *summarised*: their
-packets (exact), destinations and ports go into an overflow record for a covering
-prefix, with ``"overflow": true`` and how many sources it holds. The caps:
-
-- ``group_cap`` (256) sources with records of their own per v6 group, the
-  /(v6_aggregate - 16) around them (the /48 of a /64): a subscriber spraying its
-  /48 across 65536 /64s gets 256 records and one overflow record for the /48
-  (measured: 70,000 such sources cost ~0.3 MB, not 65536 records).
-- ``max_sources`` (65536) records per window, of which neither family may take
-  more than three quarters: past that, an overflow record for 0.0.0.0/0 or ::/0.
-- at most ``max_sources // group_cap + 2`` overflow records per plan, each
-  remembering at most ``overflow_cap`` (1024) of its sources (past that
-  ``overflow_sources`` is a lower bound and ``overflow_sources_capped`` is true).
-- ``distinct_cap`` (4096) distinct destinations per record and ``max_destinations``
-  over all; past either ``distinct_destinations`` is a lower bound and the record
-  says ``"distinct_destinations_capped": true`` ("4096+").
+record: a source past a cap is *summarised*, its packets (exact), destinations and
+ports going into an ``"overflow": true`` record for a covering prefix that counts
+its sources (up to ``overflow_cap``, then a lower bound, ``_capped``). The caps:
+``group_cap`` (256) own records per v6 group, the /(v6_aggregate - 16) around them
+(a /64 spraying its /48: 256 records and one /48 overflow; 70,000 such sources cost
+0.28 MiB, not 53 MiB, bench/bench_robust.py); ``max_sources`` (65536) own records,
+neither family past three quarters of them (then 0.0.0.0/0 or ::/0 overflow);
+hence at most ``max_sources // group_cap + 2`` overflow records per plan;
+``distinct_cap`` (4096) destinations per record and ``max_destinations`` in all
+(past either, ``distinct_destinations_capped``: "4096+").
 
 No clock: every call takes the caller's wall-clock ``now`` (seconds since the epoch).
 """
@@ -244,7 +238,7 @@ class AbuseAggregator:
         else:
             where = self._overflow_prefix(version, key)
             if where is not None:
-                return self._summarise(version, key, where, plan, action, rule, now, packets)
+                return self._summarise(key, (*where, plan), action, rule, now, packets), False
             new = key not in self._previous_keys
             self._family_sizes[version] += 1
             if version == 6:
@@ -266,27 +260,25 @@ class AbuseAggregator:
 
     def _summarise(
         self,
-        version: int,
         key: int,
-        where: tuple[int, int],
-        plan: str | None,
+        slot: tuple[int, int, str | None],
         action: Verdict,
         rule: Location | None,
         now: float,
         packets: int,
-    ) -> tuple[_Source, bool]:
-        """The overflow record for ``where`` and ``plan``, with ``key`` counted in it.
+    ) -> _Source:
+        """The overflow record ``slot`` (prefix length, prefix key, plan), ``key`` counted in.
 
         Never "new": a spray must not turn into a storm of notices; its sources are
         in the stats and in the record.
         """
-        length, prefix = where
-        slot = (length, prefix, plan)
+        length, prefix, plan = slot
         entry = self._overflow.get(slot)
         if entry is not None and entry.action is not action:
             self._close(entry, window_end=max(now, entry.last_seen))  # a reload, as above
             entry = None
         if entry is None:
+            version = 6 if prefix & V6_KEY_BIT else 4
             entry = _Source(version, prefix, plan, action, rule, now, now)
             entry.prefix_len = length
             entry.members = set()
@@ -302,7 +294,7 @@ class AbuseAggregator:
             else:
                 entry.members_capped = True
         self._overflow_packets += packets
-        return entry, False
+        return entry
 
     # -- windows --
 
