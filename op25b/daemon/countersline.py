@@ -14,6 +14,12 @@ from op25b.policy.decide import Reason, Verdict
 
 SdParams = tuple[tuple[str, str], ...]
 
+# Health counters that say nothing went wrong when they grow: in the structured data,
+# not in the readable summary of troubles.
+NOT_TROUBLE = frozenset(
+    {"rules_ok", "rules_checks", "abuse_records_written", "abuse_records_pending"}
+)
+
 
 def _delta(now: int, before: int | None) -> int:
     # A counter that went backwards was reset (queue rebound, worker restarted):
@@ -107,7 +113,7 @@ def format_counters(
     troubles = [
         f"{name.replace('_', ' ')} {d['d_' + name]}"
         for name in (health or {})
-        if d["d_" + name] != "0"
+        if name not in NOT_TROUBLE and d["d_" + name] != "0"
     ]
     if troubles:
         msg += "; " + ", ".join(troubles)

@@ -19,13 +19,14 @@ import select
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TextIO
 
-from op25b.daemon.abuselog import AbuseLogWriter
+from op25b.daemon.abuselog import AbuseLogEvent, AbuseLogWriter
 from op25b.daemon.countersline import CounterReporter
 from op25b.daemon.reload import Loaded, dispose, reload_policy
 from op25b.daemon.sdnotify import Notifier
@@ -174,11 +175,11 @@ class Worker:
         self._next_set_refresh: datetime | None = None
         self._fast: dict[str, int] = {}  # fast-path accepts, refreshed off the loop
         self._cache_errors = 0
-        self._writer_errors = 0
         # Kernel reads, checks and repairs: one thread, so they never overlap each
         # other; abuse-log writes: another, so an fsync never stalls a verdict.
         self._kernel_io = ThreadPoolExecutor(1, thread_name_prefix="op25b-kernel")
         self._log_io = ThreadPoolExecutor(1, thread_name_prefix="op25b-abuselog")
+        self._log_jobs: deque[Future[list[AbuseLogEvent]]] = deque()
         self._check: Future[tuple[list[str], str | None]] | None = None
         # Held by a rules check and by a reload's kernel update: a check must never
         # see (and "repair") sets that a reload is swapping.
@@ -199,13 +200,18 @@ class Worker:
         """Everything counted besides the verdicts, for the counters line and metrics."""
         agg = self.aggregator.stats
         syslog = self.syslog.stats
+        log = self.writer.stats
         h = self.health
         out = {
-            "abuse_untracked_sources": agg.untracked_sources,
-            "abuse_untracked_packets": agg.untracked_packets,
+            "abuse_overflow_records": agg.overflow_records,
+            "abuse_overflow_sources": agg.overflow_sources,
+            "abuse_overflow_packets": agg.overflow_packets,
             "abuse_capped_records": agg.capped_records,
-            "abuse_records_written": self.writer.lines_written,
-            "abuse_write_errors": self.writer.errors,
+            "abuse_records_written": log.lines_written,
+            "abuse_records_pending": log.pending,
+            "abuse_records_lost": log.lost,
+            "abuse_write_errors": log.errors,
+            "abuse_log_reopens": log.reopens,
             "syslog_dropped": syslog.dropped,
             "syslog_errors": syslog.send_errors,
             "callback_errors": self.binding.callback_errors if self.binding else 0,
@@ -279,13 +285,33 @@ class Worker:
             )
 
     def _write_abuse(self, records: list[AbuseRecord]) -> None:
-        if records:
-            self._log_io.submit(self.writer.write, records)
-        # The writer never raises (a full disk must not stop enforcement); say so once
-        # per new failure in syslog.
-        if self.writer.errors != self._writer_errors:
-            self._writer_errors = self.writer.errors
-            self.log(Severity.ERR, f"abuse log write failed: {self.writer.last_error}", "abuse_log")
+        """Hand records to the writer thread (it owns the writer: one thread, in order).
+
+        Each job also retries what a failing disk left pending and returns the writer's
+        events (failing, records lost, reopened, writing again), each told once.
+        """
+        writer = self.writer
+        if not records and not writer.stats.pending:
+            return
+
+        def job() -> list[AbuseLogEvent]:
+            writer.write(records) if records else writer.retry()
+            return writer.pop_events()
+
+        self._log_jobs.append(self._log_io.submit(job))
+
+    def _reopen_abuse_log(self) -> None:
+        def job() -> list[AbuseLogEvent]:
+            self.writer.reopen()
+            return [*self.writer.pop_events(), AbuseLogEvent(False, "reopened abuse log")]
+
+        self._log_jobs.append(self._log_io.submit(job))
+
+    def _finish_log_jobs(self, wait: bool = False) -> None:
+        while self._log_jobs and (wait or self._log_jobs[0].done()):
+            for event in self._log_jobs.popleft().result():
+                severity = Severity.ERR if event.error else Severity.NOTICE
+                self.log(severity, f"{event.message} ({self.cfg.abuse_log})", "abuse_log")
 
     # -- kernel integrity (leader) -----------------------------------------------------
 
@@ -526,14 +552,14 @@ class Worker:
         if self.cache is not None:
             self._account_cache(self.cache.poll())
         self._finish_reloads()
+        self._finish_log_jobs()
         self._finish_check()
         self._finish_fast_read()
         flags = self.flags.take()
         if "stop" in flags:
             return self.shutdown()
         if "reopen" in flags:
-            self.writer.reopen()
-            self.log(Severity.INFO, f"reopened abuse log {self.cfg.abuse_log}", "abuse_log")
+            self._reopen_abuse_log()
         if "reload" in flags and self.leader:
             self.start_reload()
         if self.on_tick is not None:
@@ -607,8 +633,9 @@ class Worker:
         binding.close()
         self._notify_new_sources()
         self._write_abuse(self.aggregator.flush_all(self.clock().timestamp()))
+        self._log_io.submit(self.writer.close)
         self._log_io.shutdown(wait=True)
-        self.writer.close()
+        self._finish_log_jobs(wait=True)
         self.send_counters(final=True)
         self.log(Severity.INFO, "stopped", "stop")
         self.syslog.close()

@@ -1,8 +1,7 @@
-"""The abuse-review log: blocked sources aggregated per time window, as JSON lines.
+"""The abuse-review log's aggregation: blocked attempts -> one record per source per window.
 
-Owns the aggregation (``AbuseAggregator``) and the record (``AbuseRecord``) behind
-docs/abuse-log-format.md, whose record shape is fixed (fields may be added, never
-renamed).
+Owns the windows, the per-source state and the memory caps behind
+docs/abuse-log-format.md; the record and its JSON are ``op25b.dataplane.abuserecord``.
 
 Aggregation. Windows are aligned to multiples of ``window`` seconds of wall-clock
 time (a 300 s window runs 18:00:00-18:05:00), so records from several routers line
@@ -18,96 +17,59 @@ keeps trying is announced once; one that goes quiet for at least a whole window 
 comes back is announced again. The aggregator outlives policy reloads, so a reload
 does not re-announce every active source.
 
-Memory is bounded: at most ``max_sources`` sources per window (further sources are
-counted in ``stats`` but not recorded), at most ``distinct_cap`` distinct
-destinations remembered per source and ``max_destinations`` over all sources. Past
-either cap ``distinct_destinations`` is a lower bound and the record says
-``"distinct_destinations_capped": true`` ("4096+").
+Memory is bounded per window, and one subscriber's flood cannot hide another's
+record: a source past a cap is *summarised*, its packets (exact), destinations and
+ports going into an ``"overflow": true`` record for a covering prefix that counts
+its sources (up to ``overflow_cap``, then a lower bound, ``_capped``). The caps:
+``group_cap`` (256) own records per v6 group, the /(v6_aggregate - 16) around them
+(a /64 spraying its /48: 256 records and one /48 overflow; 70,000 such sources cost
+0.28 MiB, not 53 MiB, bench/bench_robust.py); ``max_sources`` (65536) own records,
+neither family past three quarters of them (then 0.0.0.0/0 or ::/0 overflow);
+hence at most ``max_sources // group_cap + 2`` overflow records per plan;
+``distinct_cap`` (4096) destinations per record and ``max_destinations`` in all
+(past either, ``distinct_destinations_capped``: "4096+").
 
 No clock: every call takes the caller's wall-clock ``now`` (seconds since the epoch).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
+from op25b.dataplane.abuserecord import SAMPLE_SIZE, AbuseRecord
 from op25b.dataplane.keys import V6_KEY_BIT
 from op25b.policy.addr import format_address
 from op25b.policy.decide import Verdict
 from op25b.policy.model import Location
-from op25b.util.timefmt import format_seconds
 
-RECORD_TYPE = "blocked_source"
-FORMAT_VERSION = 1
-SAMPLE_SIZE = 16  # fixed by the format: at most 16 destinations in first-seen order
+__all__ = ["AbuseAggregator", "AbuseRecord", "AggregatorStats"]
 
-
-@dataclass(frozen=True)
-class AbuseRecord:
-    """One line of the abuse log; ``as_dict()`` has the documented key order."""
-
-    router: str
-    source: str  # "100.64.0.66" or "2001:db8:100::/64"
-    family: int
-    plan: str | None
-    action: str
-    rule: str | None
-    window_start: float
-    window_end: float
-    first_seen: float
-    last_seen: float
-    packets: int
-    distinct_destinations: int
-    destinations_sample: tuple[str, ...]
-    ports: tuple[tuple[int, int], ...]  # (port, packets), ascending port
-    distinct_destinations_capped: bool = False
-    kernel_packets: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        """The record as the JSON object of docs/abuse-log-format.md."""
-        return {
-            "type": RECORD_TYPE,
-            "version": FORMAT_VERSION,
-            "router": self.router,
-            "source": self.source,
-            "family": self.family,
-            "plan": self.plan,
-            "action": self.action,
-            "rule": self.rule,
-            "window_start": format_seconds(self.window_start),
-            "window_end": format_seconds(self.window_end),
-            "first_seen": format_seconds(self.first_seen),
-            "last_seen": format_seconds(self.last_seen),
-            "packets": self.packets,
-            "distinct_destinations": self.distinct_destinations,
-            "destinations_sample": list(self.destinations_sample),
-            "ports": {str(p): n for p, n in self.ports},
-            "distinct_destinations_capped": self.distinct_destinations_capped,
-            "kernel_packets": self.kernel_packets,
-        }
-
-    def to_json(self) -> str:
-        """One JSON line, without the trailing newline."""
-        return json.dumps(self.as_dict(), ensure_ascii=True)
+# A v6 group is the /(v6_aggregate - 16) around a source (the /48 of a /64): room for
+# 65536 sources, of which at most ``group_cap`` get records of their own per window.
+GROUP_BITS = 16
 
 
 @dataclass(frozen=True, slots=True)
 class AggregatorStats:
-    """How much the caps cost since start; the daemon reports these to syslog."""
+    """Sizes now and what the caps cost since start; the daemon reports these."""
 
-    tracked_sources: int  # in the open window now
-    tracked_destinations: int  # distinct destinations held now, all sources
-    untracked_sources: int  # sources refused because max_sources was reached
-    untracked_packets: int  # their packets
+    tracked_sources: int  # sources with a record of their own in the open window
+    tracked_destinations: int  # distinct destinations held now, all records
+    overflow_open: int  # overflow records in the open window
+    overflow_records: int  # overflow records closed since start
+    overflow_sources: int  # sources summarised into them since start (lower bound, see doc)
+    overflow_packets: int  # their packets since start (exact)
     capped_records: int  # records written with distinct_destinations_capped
 
 
 @dataclass
 class _Source:
-    """Mutable per-source state of the open window (private; never leaves the module)."""
+    """Mutable state of one open record (private; never leaves the module).
+
+    ``prefix_len`` is None for a source's own record; an overflow record has the
+    length of the prefix it sums up and remembers (up to a cap) which sources it holds.
+    """
 
     version: int
     key: int
@@ -122,6 +84,9 @@ class _Source:
     sample: list[int] = field(default_factory=list)
     ports: dict[int, int] = field(default_factory=dict)
     capped: bool = False
+    prefix_len: int | None = None
+    members: set[int] | None = None
+    members_capped: bool = False
 
 
 class AbuseAggregator:
@@ -134,6 +99,8 @@ class AbuseAggregator:
         v6_aggregate: int = 64,
         router: str = "",
         max_sources: int = 65536,
+        group_cap: int = 256,
+        overflow_cap: int = 1024,
         distinct_cap: int = 4096,
         max_destinations: int = 1_000_000,
         max_ports: int = 64,
@@ -142,23 +109,34 @@ class AbuseAggregator:
             raise ValueError(f"abuse window must be a positive number of seconds: {window}")
         if not 0 <= v6_aggregate <= 128:
             raise ValueError(f"v6_aggregate must be 0..128: {v6_aggregate}")
+        if max_sources < 4 or group_cap < 1 or overflow_cap < 0:
+            raise ValueError("max_sources must be >= 4, group_cap >= 1, overflow_cap >= 0")
         self.window = float(window)
         self.v6_aggregate = v6_aggregate
         self.router = router
         self.max_sources = max_sources
+        # Neither family may take the last quarter: a spray in one cannot hide the other.
+        self.family_cap = max_sources - max_sources // 4
+        self.group_cap = group_cap
+        self.group_len = max(0, v6_aggregate - GROUP_BITS)
+        self.overflow_cap = overflow_cap
         self.distinct_cap = distinct_cap
         self.max_destinations = max_destinations
         self.max_ports = max_ports
         self._v6_shift = 128 - v6_aggregate
+        self._group_shift = 128 - self.group_len
 
         self._start: float | None = None  # open window's start; None before first use
         self._current: dict[int, _Source] = {}
+        self._family_sizes = [0] * 7  # tracked sources per IP version, open window
+        self._group_sizes: dict[int, int] = {}  # tracked v6 sources per group key
+        self._overflow: dict[tuple[int, int, str | None], _Source] = {}
         self._previous_keys: set[int] = set()  # sources of the window right before
         self._closed: list[AbuseRecord] = []  # records awaiting due()/flush_all()
         self._destinations = 0
-        self._untracked_sources: set[int] = set()
-        self._untracked_sources_total = 0
-        self._untracked_packets = 0
+        self._overflow_records = 0
+        self._overflow_sources = 0
+        self._overflow_packets = 0
         self._capped_records = 0
 
     # -- observations --
@@ -180,9 +158,7 @@ class AbuseAggregator:
         now_wall: float,
     ) -> bool:
         """Count one blocked attempt; True when the source is new (see module docstring)."""
-        entry, new = self._entry(version, src, plan, action, rule, now_wall)
-        if entry is None:
-            return False
+        entry, new = self._entry(version, src, plan, action, rule, now_wall, 1)
         entry.packets += 1
         if now_wall > entry.last_seen:
             entry.last_seen = now_wall
@@ -220,9 +196,7 @@ class AbuseAggregator:
         """
         if packets <= 0:
             return False
-        entry, new = self._entry(version, src, plan, action, rule, now_wall)
-        if entry is None:
-            return False
+        entry, new = self._entry(version, src, plan, action, rule, now_wall, packets)
         entry.packets += packets
         entry.kernel_packets += packets
         if now_wall > entry.last_seen:
@@ -237,7 +211,8 @@ class AbuseAggregator:
         action: Verdict,
         rule: Location | None,
         now: float,
-    ) -> tuple[_Source | None, bool]:
+        packets: int,
+    ) -> tuple[_Source, bool]:
         start = self._start
         if start is None or now >= start + self.window:
             self._roll(now)
@@ -256,27 +231,85 @@ class AbuseAggregator:
             ):
                 return entry, False
             # A reload changed this source's outcome mid-window: close its record
-            # early so one record never mixes two actions or rules.
+            # early so one record never mixes two actions or rules. The source keeps
+            # its place (and its count in the caps) under the new outcome.
             self._close(entry, window_end=max(now, entry.last_seen))
-            del self._current[key]
             new = False
         else:
+            where = self._overflow_prefix(version, key)
+            if where is not None:
+                return self._summarise(key, (*where, plan), action, rule, now, packets), False
             new = key not in self._previous_keys
-            if len(self._current) >= self.max_sources:
-                if key not in self._untracked_sources:
-                    if len(self._untracked_sources) < self.max_sources:
-                        self._untracked_sources.add(key)
-                    self._untracked_sources_total += 1
-                self._untracked_packets += 1
-                return None, False
+            self._family_sizes[version] += 1
+            if version == 6:
+                group = (key >> self._group_shift) << self._group_shift
+                self._group_sizes[group] = self._group_sizes.get(group, 0) + 1
         entry = _Source(version, key, plan, action, rule, first_seen=now, last_seen=now)
         self._current[key] = entry
         return entry, new
+
+    def _overflow_prefix(self, version: int, key: int) -> tuple[int, int] | None:
+        """(length, key) of the overflow record a new source goes to, None if it fits."""
+        if version == 6:
+            group = (key >> self._group_shift) << self._group_shift
+            if self._group_sizes.get(group, 0) >= self.group_cap:
+                return self.group_len, group
+        if len(self._current) >= self.max_sources or self._family_sizes[version] >= self.family_cap:
+            return 0, (0 if version == 4 else V6_KEY_BIT)
+        return None
+
+    def _summarise(
+        self,
+        key: int,
+        slot: tuple[int, int, str | None],
+        action: Verdict,
+        rule: Location | None,
+        now: float,
+        packets: int,
+    ) -> _Source:
+        """The overflow record ``slot`` (prefix length, prefix key, plan), ``key`` counted in.
+
+        Never "new": a spray must not turn into a storm of notices; its sources are
+        in the stats and in the record.
+        """
+        length, prefix, plan = slot
+        entry = self._overflow.get(slot)
+        if entry is not None and entry.action is not action:
+            self._close(entry, window_end=max(now, entry.last_seen))  # a reload, as above
+            entry = None
+        if entry is None:
+            version = 6 if prefix & V6_KEY_BIT else 4
+            entry = _Source(version, prefix, plan, action, rule, now, now)
+            entry.prefix_len = length
+            entry.members = set()
+            self._overflow[slot] = entry
+        elif entry.rule is not None and entry.rule is not rule and entry.rule != rule:
+            entry.rule = None  # sources from several pool lines: no single rule
+        members = entry.members
+        assert members is not None
+        if key not in members:
+            if len(members) < self.overflow_cap:
+                members.add(key)
+                self._overflow_sources += 1
+            else:
+                entry.members_capped = True
+        self._overflow_packets += packets
+        return entry
 
     # -- windows --
 
     def _window_start(self, now: float) -> float:
         return math.floor(now / self.window) * self.window
+
+    def _close_all(self, end: float) -> None:
+        """Close every open record at ``end`` and empty the window."""
+        for entry in (*self._current.values(), *self._overflow.values()):
+            self._close(entry, window_end=end)
+        self._current = {}
+        self._overflow = {}
+        self._family_sizes = [0] * 7
+        self._group_sizes = {}
+        self._destinations = 0
 
     def _roll(self, now: float) -> None:
         """Close the open window (if any) and open the one containing ``now``."""
@@ -284,24 +317,24 @@ class AbuseAggregator:
         start = self._start
         if start is not None:
             end = start + self.window
-            for entry in self._current.values():
-                self._close(entry, window_end=end)
             # "Previous window" means the one right before the new window: after a
             # gap of one or more empty windows nobody is remembered.
             contiguous = new_start - end < self.window / 2
-            self._previous_keys = set(self._current) if contiguous else set()
-        self._current = {}
-        self._destinations = 0
-        self._untracked_sources = set()
+            previous = set(self._current) if contiguous else set()
+            self._close_all(end)
+            self._previous_keys = previous
         self._start = new_start
 
     def _close(self, entry: _Source, *, window_end: float) -> None:
         assert self._start is not None
         self._destinations -= len(entry.dests)
-        if entry.version == 4:
-            source = format_address(4, entry.key)
-        else:
-            source = f"{format_address(6, entry.key ^ V6_KEY_BIT)}/{self.v6_aggregate}"
+        address = entry.key ^ V6_KEY_BIT if entry.version == 6 else entry.key
+        source = format_address(entry.version, address)
+        if entry.prefix_len is not None:
+            source = f"{source}/{entry.prefix_len}"
+            self._overflow_records += 1
+        elif entry.version == 6:
+            source = f"{source}/{self.v6_aggregate}"
         if entry.capped:
             self._capped_records += 1
         self._closed.append(
@@ -313,7 +346,7 @@ class AbuseAggregator:
                 action=entry.action.value,
                 rule=str(entry.rule) if entry.rule is not None else None,
                 window_start=self._start,
-                window_end=window_end,
+                window_end=max(window_end, entry.last_seen),
                 first_seen=entry.first_seen,
                 last_seen=entry.last_seen,
                 packets=entry.packets,
@@ -322,6 +355,9 @@ class AbuseAggregator:
                 ports=tuple(sorted(entry.ports.items())),
                 distinct_destinations_capped=entry.capped,
                 kernel_packets=entry.kernel_packets,
+                overflow=entry.prefix_len is not None,
+                overflow_sources=len(entry.members) if entry.members is not None else 0,
+                overflow_sources_capped=entry.members_capped,
             )
         )
 
@@ -348,11 +384,9 @@ class AbuseAggregator:
             if now >= nominal_end:
                 self._roll(now)
             else:
-                for entry in self._current.values():
-                    self._close(entry, window_end=max(now, entry.last_seen))
-                self._previous_keys = set(self._current)
-                self._current = {}
-                self._destinations = 0
+                previous = set(self._current)
+                self._close_all(now)
+                self._previous_keys = previous
         out, self._closed = self._closed, []
         return out
 
@@ -362,7 +396,9 @@ class AbuseAggregator:
         return AggregatorStats(
             tracked_sources=len(self._current),
             tracked_destinations=self._destinations,
-            untracked_sources=self._untracked_sources_total,
-            untracked_packets=self._untracked_packets,
+            overflow_open=len(self._overflow),
+            overflow_records=self._overflow_records,
+            overflow_sources=self._overflow_sources,
+            overflow_packets=self._overflow_packets,
             capped_records=self._capped_records,
         )

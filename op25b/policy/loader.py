@@ -18,19 +18,17 @@ from __future__ import annotations
 import gc
 import os
 import re
-import stat
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NoReturn
 
 from op25b.policy import addr
+from op25b.policy.daemonsection import read_daemon
 from op25b.policy.model import (
-    SYSLOG_FACILITIES,
     Action,
     DaemonConfig,
-    DownMode,
     Exemption,
     Location,
     Plan,
@@ -38,13 +36,19 @@ from op25b.policy.model import (
     Prefix,
     PrefixList,
     ProviderMta,
-    SyslogConfig,
-    SyslogTransport,
 )
 from op25b.policy.overlap import MAX_REDUNDANT_LISTED as MAX_REDUNDANT_LISTED  # a loader limit too
 from op25b.policy.overlap import PlanBuild, check_overlaps
 from op25b.policy.pools import PoolLineError, parse_pool, parse_prefix
 from op25b.policy.problems import PolicyError, PolicyWarning
+from op25b.policy.sourcefiles import (
+    MAX_POLICY_BYTES,
+    MAX_POOL_BYTES,
+    ReadRefused,
+    describe_limit,
+    describe_size,
+    read_regular_file,
+)
 from op25b.policy.yamlnodes import Node, NodeReader, compose, is_null
 
 __all__ = ["LoadResult", "PolicyError", "PolicyWarning", "load_policy", "load_policy_text"]
@@ -54,8 +58,6 @@ SUPPORTED_VERSION = 1
 # Submission ports (RFC 6409, RFC 8314) are the sanctioned way out for subscribers
 # whose port 25 is blocked; guarding them would cut off legitimate mail entirely.
 SUBMISSION_PORTS = {587: "submission, RFC 6409", 465: "submissions, RFC 8314"}
-
-FACILITIES = tuple(SYSLOG_FACILITIES)
 
 # Plan and MTA names end up in abuse-log records, counters and kernel set names, so
 # keep them to a portable alphabet (and free of dots, which separate key paths).
@@ -78,15 +80,20 @@ def load_policy(path: str | os.PathLike[str], now: datetime | None = None) -> Lo
     Locations name the file as given (``policies/example.yaml``); ``prefixes_file``
     entries resolve against the policy file's directory. ``now`` (aware) only decides
     which exemptions get an "expired" warning; it defaults to the current time.
+    Every failure -- bad input, an unreadable or oversized file, running out of
+    memory, even a bug -- is a one-line ``PolicyError``, so `op25b check` never
+    prints a traceback and a failed reload leaves the daemon ready for the next.
     """
     source = os.fspath(path)
-
-    def fail(why: str) -> NoReturn:
-        raise PolicyError(None, "", f"{source}: cannot read policy: {why}")
-
-    data = _read_file(Path(source), fail)
-    text = _decode(data, source, "")
-    return load_policy_text(text, source=source, now=now, base_dir=Path(source).parent)
+    _check_now(now)
+    with _load_failures(source):
+        try:
+            data = read_regular_file(source, MAX_POLICY_BYTES, _POLICY_LIMIT)
+        except ReadRefused as exc:
+            raise PolicyError(None, "", f"{source}: cannot read policy: {exc}") from None
+        text = _decode(data, source, "")
+        del data  # a 16 MiB policy should not be held twice while it is composed
+        return _load_text(text, source, now, Path(source).parent)
 
 
 def load_policy_text(
@@ -98,14 +105,50 @@ def load_policy_text(
     """Validate policy text; ``source`` names it in locations.
 
     ``prefixes_file`` entries resolve against ``base_dir`` (default: the current
-    directory), and are shown in locations as ``base_dir/prefixes_file``.
+    directory), and are shown in locations as ``base_dir/prefixes_file``. Failures
+    are ``PolicyError`` as for ``load_policy``.
     """
+    _check_now(now)
+    with _load_failures(source):
+        return _load_text(text, source, now, base_dir if base_dir is not None else Path("."))
+
+
+_POLICY_LIMIT = (
+    f"the {describe_limit(MAX_POLICY_BYTES)} limit for a policy file"
+    " (big pools go in a prefixes_file)"
+)
+
+
+def _check_now(now: datetime | None) -> None:
+    if now is not None and now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")  # a caller bug, not bad input
+
+
+@contextmanager
+def _load_failures(source: str) -> Iterator[None]:
+    """Whatever goes wrong while loading ends as one PolicyError naming the file."""
+    try:
+        yield
+    except PolicyError:
+        raise
+    except MemoryError:
+        raise PolicyError(None, "", f"{source}: out of memory while loading the policy") from None
+    except RecursionError:
+        raise PolicyError(None, "", f"{source}: nested too deeply to load") from None
+    except Exception as exc:  # a bug in op25b; still one line, and the reload survives it
+        raise PolicyError(
+            None,
+            "",
+            f"{source}: cannot load policy: internal error {type(exc).__name__}: {exc}"
+            " (please report this as an op25b bug)",
+        ) from None
+
+
+def _load_text(text: str, source: str, now: datetime | None, base_dir: Path) -> LoadResult:
     if now is None:
         now = datetime.now(UTC)
-    elif now.tzinfo is None:
-        raise ValueError("now must be timezone-aware")  # a caller bug, not bad input
     root = compose(text, source)
-    walker = _Walker(source, base_dir if base_dir is not None else Path("."), now)
+    walker = _Walker(source, base_dir, now)
     # A big pool file creates millions of objects that are never cyclic garbage; left
     # on, the collector rescans all of them over and over (measured ~2x the load time).
     was_enabled = gc.isenabled()
@@ -118,19 +161,6 @@ def load_policy_text(
 
 
 # ------------------------------------------------------------------- YAML plumbing
-
-
-def _read_file(path: Path, fail: Callable[[str], NoReturn]) -> bytes:
-    """Read a regular file; a FIFO or device would hang `op25b check` or never end."""
-    try:
-        with path.open("rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                fail("not a regular file")
-            return f.read()
-    except OSError as exc:
-        fail(exc.strerror or str(exc))
-    except ValueError as exc:  # e.g. a NUL byte in the path
-        fail(str(exc))
 
 
 def _decode(data: bytes, shown: str, path: str) -> str:
@@ -154,6 +184,8 @@ class _Walker(NodeReader):
         self.now = now
         self.plan_builds: list[PlanBuild] = []
         self.prefix_count = 0  # plan prefixes so far: the next plan's global base index
+        self.files_read = [source]  # the policy and its pool files, as shown in errors
+        self.pool_bytes = 0  # read from pool files so far (MAX_POOL_BYTES is for all)
 
     # -- sections ----------------------------------------------------------------
 
@@ -189,7 +221,9 @@ class _Walker(NodeReader):
         mtas = self.provider_mtas(top["provider_mtas"][1]) if "provider_mtas" in top else ()
         exemption_nodes = top["exemptions"][1] if "exemptions" in top else None
         exemptions = self.exemptions(exemption_nodes) if exemption_nodes is not None else ()
-        daemon = self.daemon(top["daemon"][1]) if "daemon" in top else DaemonConfig()
+        daemon = DaemonConfig()
+        if "daemon" in top:
+            daemon = read_daemon(self, top["daemon"][1], self.files_read)
 
         check_overlaps(self.plan_builds, exemptions, self.now, self.fail_at, self.warn_at)
 
@@ -304,19 +338,30 @@ class _Walker(NodeReader):
         """Read a pool file: one prefix per line, '#' comments, blank lines ignored."""
         rel = self.text(node, path, "a file path")
         shown = str(self.base_dir / rel)
-
-        def unreadable(why: str) -> NoReturn:
-            self.fail(node, path, f"cannot read {shown}: {why}")
-
-        data = _read_file(self.base_dir / rel, unreadable)
-        text = _decode(data, shown, path)
         if len(build.files) >= 255:  # file_index is one byte per prefix
             self.fail(node, path, "too many prefix files")
-        build.files.append(shown)
+        room = MAX_POOL_BYTES - self.pool_bytes
+        limit = f"the {describe_limit(MAX_POOL_BYTES)} limit for pool files"
+        if self.pool_bytes:
+            limit += f" together ({describe_size(room)} left after the earlier ones)"
         try:
+            data = read_regular_file(self.base_dir / rel, room, limit)
+        except ReadRefused as exc:
+            self.fail(node, path, f"cannot read {shown}: {exc}")
+        self.pool_bytes += len(data)
+        self.files_read.append(shown)
+        pool = None
+        try:
+            text = _decode(data, shown, path)
+            del data  # not held twice while parsing
             pool = parse_pool(text)
         except PoolLineError as exc:
             raise PolicyError(Location(shown, exc.line, exc.col), path, exc.message) from None
+        except MemoryError:
+            pass  # reported below, once the exception and its half-built lists are gone
+        if pool is None:
+            self.fail(node, path, f"cannot load {shown}: out of memory while parsing it")
+        build.files.append(shown)
         build.versions.extend(pool.versions)
         build.networks.extend(pool.values)
         build.lengths.extend(pool.lengths)
@@ -394,68 +439,6 @@ class _Walker(NodeReader):
             out.append(exemption)
         return tuple(out)
 
-    def daemon(self, node: Node) -> DaemonConfig:
-        if is_null(node):
-            return DaemonConfig()
-        allowed = (
-            "queue",
-            "workers",
-            "on_daemon_down",
-            "abuse_log",
-            "syslog",
-            "counters_interval",
-            "on_error",
-            "abuse_window",
-            "v6_aggregate",
-            "fast_path",
-            "block_cache_timeout",
-            "rules_check_interval",
-        )
-        keys = self.mapping(node, "daemon", allowed)
-        values: dict[str, object] = {}
-        for key, (_, value_node) in keys.items():
-            path = f"daemon.{key}"
-            if key == "queue":
-                values[key] = self.integer(value_node, path, 0, 65535)
-            elif key == "workers":
-                values[key] = self.integer(value_node, path, 1, 64)
-            elif key == "on_daemon_down":
-                modes = tuple(m.value for m in DownMode)
-                values[key] = DownMode(self.choice(value_node, path, modes))
-            elif key == "abuse_log":
-                values[key] = self.text(value_node, path, "a file path")
-            elif key == "syslog":
-                values[key] = self.syslog(value_node, path)
-            elif key in ("counters_interval", "abuse_window", "rules_check_interval"):
-                values[key] = self.positive_number(value_node, path)
-            elif key == "on_error":
-                values[key] = self.choice(value_node, path, ("accept", "drop"))
-            elif key == "v6_aggregate":
-                values[key] = self.integer(value_node, path, 0, 128)
-            elif key == "fast_path":
-                values[key] = self.boolean(value_node, path)
-            else:  # block_cache_timeout
-                values[key] = self.integer(value_node, path, 0)
-        return DaemonConfig(**values)  # type: ignore[arg-type]
-
-    def syslog(self, node: Node, path: str) -> SyslogConfig:
-        keys = self.mapping(node, path, ("address", "facility"))
-        default = SyslogConfig()
-        transport, host, port = default.transport, default.address, default.port
-        if "address" in keys:
-            transport, host, port = self.syslog_address(keys["address"][1], f"{path}.address")
-        facility = default.facility
-        if "facility" in keys:
-            facility = self.choice(keys["facility"][1], f"{path}.facility", FACILITIES)
-        return SyslogConfig(transport, host, port, facility)
-
-    def syslog_address(self, node: Node, path: str) -> tuple[SyslogTransport, str, int]:
-        text = self.text(node, path, "a syslog address")
-        try:
-            return addr.parse_syslog_address(text)
-        except ValueError as exc:
-            self.fail(node, path, str(exc))
-
 
 def _parse_address(text: str) -> tuple[int, int]:
     # inet_pton raises a bare ValueError/UnicodeError for NUL or surrogates; keep the
@@ -463,8 +446,6 @@ def _parse_address(text: str) -> tuple[int, int]:
     if not text.isascii() or "\0" in text:
         raise ValueError(f"not an IP address: {text!r}")
     return addr.parse_address(text)
-
-
 
 
 def _instant(moment: datetime) -> str:

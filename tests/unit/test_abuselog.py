@@ -77,6 +77,9 @@ def test_record_exact_json() -> None:
         "ports": {"25": 121},
         "distinct_destinations_capped": False,
         "kernel_packets": 0,
+        "overflow": False,
+        "overflow_sources": 0,
+        "overflow_sources_capped": False,
     }
     # Key order is the documented one (readers diffing lines rely on stability).
     assert list(json.loads(line))[:4] == ["type", "version", "router", "source"]
@@ -174,15 +177,20 @@ def test_global_destination_budget() -> None:
 
 
 def test_source_cap() -> None:
-    a = agg(max_sources=2)
-    assert hit(a, BOT, "192.0.2.1", T0)
-    assert hit(a, BOT2, "192.0.2.1", T0)
-    third = ip("100.64.0.68")
-    assert hit(a, third, "192.0.2.1", T0) is False  # untracked: no notice storm
-    assert hit(a, third, "192.0.2.1", T0) is False
+    a = agg(max_sources=4)  # three v4 records at most: the last quarter is v6's
+    for last in (66, 67, 68):
+        assert hit(a, ip(f"100.64.0.{last}"), "192.0.2.1", T0)
+    fourth = ip("100.64.0.69")
+    assert hit(a, fourth, "192.0.2.1", T0) is False  # summarised: no notice storm
+    assert hit(a, fourth, "192.0.2.2", T0) is False
     st = a.stats
-    assert (st.tracked_sources, st.untracked_sources, st.untracked_packets) == (2, 1, 2)
-    assert len(a.due(T0 + 300)) == 2
+    assert (st.tracked_sources, st.overflow_open) == (3, 1)
+    assert (st.overflow_sources, st.overflow_packets) == (1, 2)
+    recs = a.due(T0 + 300)
+    assert [r.source for r in recs] == ["100.64.0.66", "100.64.0.67", "100.64.0.68", "0.0.0.0/0"]
+    over = recs[-1]
+    assert (over.overflow, over.overflow_sources, over.packets) == (True, 1, 2)
+    assert over.distinct_destinations == 2 and a.stats.overflow_records == 1
 
 
 def test_reload_changing_outcome_splits_record() -> None:
@@ -274,13 +282,13 @@ def test_writer_reopen_after_rotation(tmp_path: Path) -> None:
     w = AbuseLogWriter(str(path))
     w.write(records(1))
     os.rename(path, tmp_path / "blocked.jsonl.1")  # logrotate's rename
-    w.write(records(2))  # before SIGUSR1 is handled: still the renamed file
     w.reopen()  # the loop saw the USR1 flag
     assert path.exists() and path.read_text() == ""
     w.write(records(1, T0 + 300))
     w.close()
-    assert len(read_lines(tmp_path / "blocked.jsonl.1")) == 3
+    assert len(read_lines(tmp_path / "blocked.jsonl.1")) == 1
     assert [x["window_start"] for x in read_lines(path)] == ["2026-11-23T18:05:00.000Z"]
+    assert w.stats.reopens == 0 and w.pop_events() == []  # a signalled reopen is no news
 
 
 def test_writer_errors_are_counted_not_raised(tmp_path: Path) -> None:

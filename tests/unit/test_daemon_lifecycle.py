@@ -58,7 +58,7 @@ daemon:
   abuse_log: {abuse_log}
   syslog: {{address: {syslog}, facility: local5}}
   counters_interval: 3600
-  rules_check_interval: 0.01
+  rules_check_interval: 0.05
   block_cache_timeout: {cache}
   fast_path: {fast}
 """
@@ -449,12 +449,12 @@ def test_counters_line_carries_every_health_counter(env: Env) -> None:
     steps_until(w, lambda: w.health.rules_repaired == 1)
     w.send_counters()
     (line,) = [x for x in env.syslog.having("counters:") if "final" not in x]
-    for name in ("abuse_untracked_sources", "syslog_dropped", "callback_errors",
-                 "rules_repaired", "rules_ok", "abuse_write_errors"):
+    for name in ("abuse_overflow_sources", "syslog_dropped", "callback_errors",
+                 "rules_repaired", "rules_ok", "abuse_write_errors", "abuse_records_lost"):
         assert f'{name}="' in line, name
-    assert 'abuse_untracked_sources="1"' in line
+    assert 'abuse_overflow_sources="1"' in line and 'abuse_overflow_packets="1"' in line
     assert 'rules_repaired="1"' in line and 'rules_ok="1"' in line
-    assert "rules repaired 1" in line
+    assert line.endswith("abuse overflow sources 1, abuse overflow packets 1, rules repaired 1")
 
 
 def test_overrides_are_validated_like_the_policy(env: Env) -> None:
@@ -469,4 +469,4 @@ def test_overrides_are_validated_like_the_policy(env: Env) -> None:
 def test_worker_config_is_the_policy_daemon_section(env: Env) -> None:
     w = env.worker()
     assert w.cfg == replace(load_policy(env.policy).policy.daemon)
-    assert w.cfg.rules_check_interval == 0.01
+    assert w.cfg.rules_check_interval == 0.05
