@@ -17,8 +17,9 @@ stop or stall enforcement, so the sender
 Transports: a unix socket path (``/dev/log`` style: SOCK_DGRAM, falling back to
 SOCK_STREAM on EPROTOTYPE, LF-terminated), ``udp://host:port`` (one message per
 datagram, RFC 5426) and ``tcp://host:port`` (RFC 6587 octet-counting framing, so
-multi-line messages survive). Host names are resolved at (re)connect time with the
-system resolver, which can block: configure IP literals on a router.
+multi-line messages survive). Host names are resolved at (re)connect time on a
+thread (the system resolver can block for as long as systemd's watchdog); IP
+literals are used at once.
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ import errno
 import os
 import select
 import socket
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from op25b.policy.model import SYSLOG_FACILITIES, SyslogConfig, SyslogTransport
 from op25b.util.timefmt import format_seconds
@@ -197,6 +200,52 @@ def frame_lf(message: bytes) -> bytes:
 # --- the sender -----------------------------------------------------------------------
 
 
+_RESOLVE_POLL = 0.05  # how soon to look again while a name is being resolved
+
+
+class _Resolver:
+    """Host names resolved on a thread: ``getaddrinfo`` can block for ~30 s.
+
+    IP literals resolve at once (``AI_NUMERICHOST`` never blocks); a name starts a
+    lookup on a daemon thread and ``lookup`` returns None until it is done (then the
+    answer, or raises its OSError once). Every reconnect resolves afresh.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._job: threading.Thread | None = None
+        self._result: list[tuple[Any, ...]] | OSError | None = None
+
+    def lookup(self, host: str, port: int, kind: int) -> list[tuple[Any, ...]] | None:
+        try:
+            return socket.getaddrinfo(host, port, type=kind, flags=socket.AI_NUMERICHOST)
+        except socket.gaierror:
+            pass  # a name, not a literal
+        with self._lock:
+            if self._job is None:
+                self._result = None
+                self._job = threading.Thread(
+                    target=self._run, args=(host, port, kind), name="op25b-resolve", daemon=True
+                )
+                self._job.start()
+                return None
+            if self._job.is_alive():
+                return None
+            self._job = None
+            result, self._result = self._result, None
+        if isinstance(result, OSError):
+            raise result
+        return result
+
+    def _run(self, host: str, port: int, kind: int) -> None:
+        try:
+            result: list[tuple[Any, ...]] | OSError = socket.getaddrinfo(host, port, type=kind)
+        except OSError as e:
+            result = e
+        with self._lock:
+            self._result = result
+
+
 @dataclass(frozen=True, slots=True)
 class SenderStats:
     """What happened to the messages given to ``send()`` so far."""
@@ -245,6 +294,7 @@ class SyslogSender:
         self.procid = procid
         self.sd_id = sd_id
         self._clock = clock
+        self._resolver = _Resolver()
         self._wall = wall
         self.connect_timeout = connect_timeout
         self.backoff_initial = backoff_initial
@@ -466,7 +516,10 @@ class SyslogSender:
                     if cfg.transport is SyslogTransport.UDP
                     else socket.SOCK_STREAM
                 )
-                infos = socket.getaddrinfo(cfg.address, cfg.port, type=kind)
+                infos = self._resolver.lookup(cfg.address, cfg.port, kind)
+                if infos is None:  # a host name still being resolved off the loop
+                    self._next_attempt = now + _RESOLVE_POLL
+                    return False
                 family, stype, proto, _, addr = infos[0]
                 sock = socket.socket(family, stype, proto)
                 sock.setblocking(False)

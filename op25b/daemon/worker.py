@@ -186,6 +186,7 @@ class Worker:
         self._kernel_lock = threading.Lock()
         self._fast_read: Future[dict[str, int]] | None = None
         self._force_repair = False
+        self.max_busy = 0.0  # seconds; the longest loop turn since the last counters line
         self._timers = _Timers.starting(time.monotonic(), cfg, self.cache)
 
     # -- logging -------------------------------------------------------------------
@@ -236,7 +237,12 @@ class Worker:
             self.health.kernel_errors += 1
             stats = {}
         msg, params = self.reporter.report(snap, stats, self.health_counters())
-        params = (("queue", str(self.queue_num)), *params)
+        params = (
+            ("queue", str(self.queue_num)),
+            *params,
+            ("max_loop_ms", f"{self.max_busy * 1000:.1f}"),
+        )
+        self.max_busy = 0.0
         if self.leader and self.policy.daemon.fast_path:
             # Accepted in the kernel ahead of the queue: invisible to the counters above.
             params = (*params, *((f"fast_{k}", str(n)) for k, n in self._fast.items()))
@@ -540,6 +546,14 @@ class Worker:
             wait = min(wait, max_wait)
         qfd, wfd = binding.fileno(), self.flags.fileno()
         ready, _, _ = select.select([qfd, wfd], [], [], wait)
+        woke = time.monotonic()
+        code = self._turn(binding, ready, qfd, wfd)
+        # The longest the loop was away from the queue: every packet queued meanwhile
+        # waited at least this long for its verdict (reported per counters line).
+        self.max_busy = max(self.max_busy, time.monotonic() - woke)
+        return code
+
+    def _turn(self, binding: QueueReader, ready: list[int], qfd: int, wfd: int) -> int | None:
         self.enforcer.set_clock(self.clock())
         if qfd in ready:
             binding.process()

@@ -387,9 +387,45 @@ def test_send_failure_never_raises_and_backs_off(tmp_path: Path) -> None:
 
 def test_bad_host_does_not_raise() -> None:
     s = sender(SyslogConfig(SyslogTransport.UDP, "no-such-host.invalid", 514))
-    assert send_counters(s) is False
+    assert send_counters(s) is False  # the name is being resolved on a thread
+    deadline = time.monotonic() + 30
+    while s.stats.send_errors == 0:  # await the failed lookup (each send looks)
+        assert time.monotonic() < deadline
+        s._next_attempt = 0.0  # skip the poll delay, not the lookup
+        assert send_counters(s) is False
+        time.sleep(0.01)
     assert s.stats.send_errors == 1
+    assert "no-such-host.invalid" in (s.stats.last_error or "")
     s.close()
+
+
+def test_a_slow_resolver_never_blocks_send(monkeypatch: pytest.MonkeyPatch) -> None:
+    release = threading.Event()
+    real = socket.getaddrinfo
+
+    def slow(host: str, *args: object, **kw: object) -> list[tuple[object, ...]]:
+        if host == "collector.example" and not kw.get("flags"):
+            release.wait(30)  # a resolver that hangs until released
+            return real("127.0.0.1", *args, **kw)  # type: ignore[arg-type]
+        return real(host, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow)
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    receiver.settimeout(10)
+    s = sender(SyslogConfig(SyslogTransport.UDP, "collector.example", receiver.getsockname()[1]))
+    t0 = time.monotonic()
+    assert send_counters(s) is False
+    assert time.monotonic() - t0 < 1.0  # not waiting for the 30 s resolver
+    release.set()
+    deadline = time.monotonic() + 10
+    while not send_counters(s):
+        assert time.monotonic() < deadline
+        s._next_attempt = 0.0
+        time.sleep(0.01)
+    assert b"counters" in receiver.recv(65536)
+    s.close()
+    receiver.close()
 
 
 def test_bad_facility_raises_at_construction() -> None:
