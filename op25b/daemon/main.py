@@ -120,12 +120,12 @@ def _run_locked(
     except OSError as e:
         print(f"op25b run: cannot open abuse log {cfg.abuse_log}: {e.strerror or e}", file=err)
         return EXIT_ENVIRONMENT
-    worker.state_file = state_file
+    worker.watchdog.state_file = state_file
     trim_memory()
     notifier.status("installing kernel rules")
     try:
         kernel.install(RuleConfig.from_policy(policy), policy, datetime.now(UTC))
-        worker.take_expected_state()
+        worker.watchdog.take_expected_state()
     except (Op25bError, OSError, ValueError) as e:
         hint = " (op25b run needs root or CAP_NET_ADMIN)" if os.geteuid() != 0 else ""
         print(f"op25b run: installing kernel rules failed{hint}: {e}", file=err)

@@ -13,49 +13,36 @@ writes (with their fsync) run on threads, and their results are collected here.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import select
 import socket
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TextIO
 
-from op25b.daemon.abuselog import AbuseLogEvent, AbuseLogWriter
+from op25b.daemon.abuselog import AbuseLogWriter
+from op25b.daemon.abuselogthread import AbuseLogThread
 from op25b.daemon.countersline import CounterReporter
 from op25b.daemon.reload import Loaded, dispose, reload_policy
 from op25b.daemon.sdnotify import Notifier
 from op25b.daemon.signals import SignalFlags
 from op25b.daemon.syslog import Severity, SyslogSender
+from op25b.daemon.timers import Timers
+from op25b.daemon.watchdog import RuleWatchdog
 from op25b.dataplane.aggregator import AbuseAggregator, AbuseRecord
 from op25b.dataplane.counters import Counters
 from op25b.dataplane.enforcer import Enforcer
 from op25b.dataplane.verdicts import VERDICT_ACCEPT, VERDICT_DROP
 from op25b.kernel.blockcache import BlockCache, CachedHits
-from op25b.kernel.integrity import VOLATILE_SETS, KernelState, problems, to_json
 from op25b.kernel.ruletext import RuleConfig
 from op25b.kernel.seam import Kernel, QueueReader
 from op25b.kernel.setcontents import next_change
 from op25b.policy.addr import format_address
 from op25b.policy.compiled import CompiledPolicy
 from op25b.policy.model import DaemonConfig, Policy, SyslogTransport
-
-
-@dataclass
-class Health:
-    """What went wrong around the verdicts; every field reaches the counters line."""
-
-    rules_checks: int = 0
-    rules_repaired: int = 0
-    rules_repair_failures: int = 0
-    kernel_errors: int = 0  # kernel reads (fast-path counters, state) that failed
-    rules_ok: bool = True
-    last_problems: list[str] = field(default_factory=list)
 
 
 def _journal_owns_stderr() -> bool:
@@ -67,44 +54,6 @@ def _journal_owns_stderr() -> bool:
         return bool(stream) and (st.st_dev, st.st_ino) == (int(dev), int(ino))
     except (OSError, ValueError):
         return False
-
-
-@dataclass
-class _Timers:
-    """When each periodic job of the loop is next due, and its period."""
-
-    period: dict[str, float]
-    next: dict[str, float]
-
-    @classmethod
-    def starting(cls, now: float, cfg: DaemonConfig, cache: BlockCache | None) -> _Timers:
-        period = {
-            "counters": cfg.counters_interval,
-            "window": min(1.0, cfg.abuse_window / 4),
-            "check": cfg.rules_check_interval,
-            "fast": cfg.counters_interval,
-            "watchdog": 0.0,
-        }
-        if cache is not None:
-            period["rotation"] = float(cache.timeout)
-        first = {"watchdog": now, "fast": now}
-        return cls(period, {k: first.get(k, now + p) for k, p in period.items()})
-
-    def due(self, name: str, now: float) -> bool:
-        """True (and rescheduled) when ``name`` is due."""
-        if now < self.next[name]:
-            return False
-        self.next[name] = now + self.period[name]
-        return True
-
-    def set_period(self, name: str, seconds: float) -> None:
-        """Change a period (the systemd watchdog's is known only at start)."""
-        self.period[name] = seconds
-
-    def next_deadline(self, watchdog: bool) -> float:
-        """The earliest instant a job is due."""
-        names = [n for n in self.next if n != "watchdog" or watchdog]
-        return min(self.next[n] for n in names)
 
 
 class Worker:
@@ -136,7 +85,6 @@ class Worker:
         self.rule_cfg = RuleConfig.from_policy(policy)
         self.counters = Counters()
         self.reporter = CounterReporter()
-        self.health = Health()
         # A local unix socket (/dev/log) belongs to rsyslog/journald, whose stock socket
         # input parses the classic BSD header, not RFC 5424; network collectors get 5424.
         unix_format = "local" if cfg.syslog.transport is SyslogTransport.UNIX else "rfc5424"
@@ -165,11 +113,8 @@ class Worker:
             self.enforcer.cache = self.cache
         self.binding: QueueReader | None = None
         self.flags = SignalFlags()
-        self.expected: KernelState | None = None  # op25b's state right after its install
-        self.state_file = ""  # where main records it for `op25b rules status`
         self.on_reloaded: Callable[[], None] | None = None  # main restarts followers
         self.on_tick: Callable[[], None] | None = None  # main reaps followers
-        self._reloading = False
         self._results: list[Loaded] = []
         self._results_lock = threading.Lock()
         self._next_set_refresh: datetime | None = None
@@ -178,16 +123,13 @@ class Worker:
         # Kernel reads, checks and repairs: one thread, so they never overlap each
         # other; abuse-log writes: another, so an fsync never stalls a verdict.
         self._kernel_io = ThreadPoolExecutor(1, thread_name_prefix="op25b-kernel")
-        self._log_io = ThreadPoolExecutor(1, thread_name_prefix="op25b-abuselog")
-        self._log_jobs: deque[Future[list[AbuseLogEvent]]] = deque()
-        self._check: Future[tuple[list[str], str | None]] | None = None
-        # Held by a rules check and by a reload's kernel update: a check must never
-        # see (and "repair") sets that a reload is swapping.
-        self._kernel_lock = threading.Lock()
+        self.abuse_log = AbuseLogThread(self.writer, self.log)
+        self.watchdog = RuleWatchdog(kernel, self._kernel_io, self.log, clock)
+        self.watchdog.target = (self.rule_cfg, policy)
+        self.health = self.watchdog.health
         self._fast_read: Future[dict[str, int]] | None = None
-        self._force_repair = False
         self.max_busy = 0.0  # seconds; the longest loop turn since the last counters line
-        self._timers = _Timers.starting(time.monotonic(), cfg, self.cache)
+        self._timers = Timers.starting(time.monotonic(), cfg, self.cache)
 
     # -- logging -------------------------------------------------------------------
 
@@ -291,116 +233,9 @@ class Worker:
             )
 
     def _write_abuse(self, records: list[AbuseRecord]) -> None:
-        """Hand records to the writer thread (it owns the writer: one thread, in order).
+        self.abuse_log.write(records)
 
-        Each job also retries what a failing disk left pending and returns the writer's
-        events (failing, records lost, reopened, writing again), each told once.
-        """
-        writer = self.writer
-        if not records and not writer.stats.pending:
-            return
-
-        def job() -> list[AbuseLogEvent]:
-            writer.write(records) if records else writer.retry()
-            return writer.pop_events()
-
-        self._log_jobs.append(self._log_io.submit(job))
-
-    def _reopen_abuse_log(self) -> None:
-        def job() -> list[AbuseLogEvent]:
-            self.writer.reopen()
-            return [*self.writer.pop_events(), AbuseLogEvent(False, "reopened abuse log")]
-
-        self._log_jobs.append(self._log_io.submit(job))
-
-    def _finish_log_jobs(self, wait: bool = False) -> None:
-        while self._log_jobs and (wait or self._log_jobs[0].done()):
-            for event in self._log_jobs.popleft().result():
-                severity = Severity.ERR if event.error else Severity.NOTICE
-                self.log(severity, f"{event.message} ({self.cfg.abuse_log})", "abuse_log")
-
-    # -- kernel integrity (leader) -----------------------------------------------------
-
-    def take_expected_state(self) -> None:
-        """Remember op25b's kernel state right after our own install (leader only).
-
-        Also recorded in /run/op25b for ``op25b rules status`` (best effort: the
-        watchdog works from the copy in memory).
-        """
-        self.expected = self.kernel.state()
-        if self.state_file:
-            try:
-                os.makedirs(os.path.dirname(self.state_file), mode=0o755, exist_ok=True)
-                tmp = f"{self.state_file}.{os.getpid()}"
-                with open(tmp, "w", encoding="ascii") as f:
-                    json.dump(to_json(self.expected), f)
-                os.replace(tmp, self.state_file)
-            except OSError as e:
-                self.log(Severity.WARNING, f"cannot record kernel state: {e}", "rules")
-
-    def _check_rules(self, force: bool) -> tuple[list[str], str | None]:
-        """In the kernel thread: what is wrong, and repair it; (problems, repair error)."""
-        with self._kernel_lock:
-            if self._reloading:
-                return [], None
-            return self._check_and_repair(force)
-
-    def _check_and_repair(self, force: bool) -> tuple[list[str], str | None]:
-        expected = self.expected
-        if expected is None:
-            return [], None
-        found = problems(expected, self.kernel.state(), VOLATILE_SETS)
-        if force and not found:
-            found = ["reinstating the last good ruleset after a failed kernel update"]
-        if not found:
-            return [], None
-        try:
-            sets_damaged = force or any(p.startswith("ipset ") for p in found)
-            if sets_damaged:
-                self.kernel.install(self.rule_cfg, self.policy, self.clock())
-            else:
-                self.kernel.install_rules(self.rule_cfg)
-            left = problems(expected, self.kernel.state(), VOLATILE_SETS)
-            if left:
-                return found, "still damaged after repair: " + "; ".join(left)
-        except Exception as e:  # the next check tries again; the loop reports it
-            return found, f"{type(e).__name__}: {e}"
-        return found, None
-
-    def _start_check(self) -> None:
-        if self._check is None and not self._reloading and self.expected is not None:
-            force, self._force_repair = self._force_repair, False
-            self._check = self._kernel_io.submit(self._check_rules, force)
-
-    def _finish_check(self) -> None:
-        future = self._check
-        if future is None or not future.done():
-            return
-        self._check = None
-        self.health.rules_checks += 1
-        try:
-            found, repair_error = future.result()
-        except Exception as e:  # reading the state failed: count it, try again later
-            self.health.kernel_errors += 1
-            self.health.rules_ok = False
-            self.log(Severity.ERR, f"kernel rules check failed: {e}", "rules")
-            return
-        self.health.last_problems = found
-        if not found:
-            self.health.rules_ok = True
-            return
-        if repair_error is None:
-            self.health.rules_repaired += 1
-            self.health.rules_ok = True
-            self.log(Severity.ERR, f"kernel rules damaged, repaired: {'; '.join(found)}", "rules")
-        else:
-            self.health.rules_repair_failures += 1
-            self.health.rules_ok = False
-            self.log(
-                Severity.ERR,
-                f"kernel rules damaged, repair failed ({repair_error}): {'; '.join(found)}",
-                "rules",
-            )
+    # -- kernel reads (leader) --------------------------------------------------------
 
     def _start_fast_read(self) -> None:
         if self.leader and self.policy.daemon.fast_path and self._fast_read is None:
@@ -419,16 +254,16 @@ class Worker:
 
     def start_reload(self, sets_only: bool = False) -> None:
         """Begin a reload in a background thread (queued if one is running)."""
-        if self._reloading:
+        if self.watchdog.reloading:
             self.flags.raise_flag("reload")  # run again when the current one finishes
             return
-        self._reloading = True
+        self.watchdog.reloading = True
         if not sets_only:
             self.notifier.reloading()
             self.notifier.status(f"reloading {self.policy_path}")
 
         def work() -> None:
-            with self._kernel_lock:
+            with self.watchdog.lock:
                 result = reload_policy(
                     self.policy_path,
                     self.policy,
@@ -450,13 +285,13 @@ class Worker:
             self._finish_reload(result)
 
     def _finish_reload(self, result: Loaded) -> None:
-        self._reloading = False
+        self.watchdog.reloading = False
         if result.sets_only:
             if result.error:
                 self.log(Severity.ERR, f"allow-set refresh failed: {result.error}", "reload")
-                self._force_repair = True
+                self.watchdog.force()
             else:
-                self._kernel_io.submit(self.take_expected_state)
+                self.watchdog.record_later()
             self._schedule_set_refresh()
             return
         self.counters.record_reload(result.error is None)
@@ -465,18 +300,20 @@ class Worker:
                 Severity.ERR, f"reload refused, old policy stays in force: {result.error}", "reload"
             )
             # A kernel update may have failed half-way: put the last good state back.
-            self._force_repair = self.leader
+            if self.leader:
+                self.watchdog.force()
         else:
             holder = [(self.policy, self.enforcer.compiled)]
             self.policy = result.policy
             self.rule_cfg = RuleConfig.from_policy(result.policy)
+            self.watchdog.target = (self.rule_cfg, result.policy)
             self.enforcer.compiled = result.compiled
             threading.Thread(target=dispose, args=(holder,), name="op25b-free").start()
             if self.cache is not None:
                 # Invalidate: a source blocked under the old policy may be exempt now.
                 self.cache.start_rotation()
             if self.leader:
-                self._kernel_io.submit(self.take_expected_state)
+                self.watchdog.record_later()
             self.log(
                 Severity.INFO, f"reloaded {self.policy_path} in {result.seconds:.3f}s", "reload"
             )
@@ -519,7 +356,7 @@ class Worker:
         assert self.binding is not None
         self.flags.install()
         self._schedule_set_refresh()
-        self._timers = _Timers.starting(time.monotonic(), self.cfg, self.cache)
+        self._timers = Timers.starting(time.monotonic(), self.cfg, self.cache)
         self._timers.set_period("watchdog", self.notifier.watchdog_interval or 3600.0)
         if self.leader:
             self.notifier.ready(self.status())
@@ -536,7 +373,7 @@ class Worker:
         now_m = time.monotonic()
         deadline = t.next_deadline(self.leader and bool(self.notifier.watchdog_interval))
         if (
-            self._check is not None
+            self.watchdog.busy
             or self._fast_read is not None
             or (self.cache is not None and self.cache.busy)
         ):
@@ -566,20 +403,20 @@ class Worker:
         if self.cache is not None:
             self._account_cache(self.cache.poll())
         self._finish_reloads()
-        self._finish_log_jobs()
-        self._finish_check()
+        self.abuse_log.collect()
+        self.watchdog.finish()
         self._finish_fast_read()
         flags = self.flags.take()
         if "stop" in flags:
             return self.shutdown()
         if "reopen" in flags:
-            self._reopen_abuse_log()
+            self.abuse_log.reopen()
         if "reload" in flags and self.leader:
             self.start_reload()
         if self.on_tick is not None:
             self.on_tick()
         refresh = self._next_set_refresh
-        if refresh is not None and self.enforcer.now >= refresh and not self._reloading:
+        if refresh is not None and self.enforcer.now >= refresh and not self.watchdog.reloading:
             self._next_set_refresh = None
             self.start_reload(sets_only=True)
         self._run_timers(time.monotonic())
@@ -595,7 +432,7 @@ class Worker:
                 self.cache.start_read()
             self._write_abuse(self.aggregator.due(self.clock().timestamp()))
         if self.leader and t.due("check", now_m):
-            self._start_check()
+            self.watchdog.start()
         if t.due("fast", now_m):
             self._start_fast_read()
         if t.due("counters", now_m):
@@ -639,17 +476,15 @@ class Worker:
                 self.log(Severity.ERR, f"removing rules failed: {e}", "stop")
                 code = 1
             else:
-                if self.state_file:
+                if self.watchdog.state_file:
                     with contextlib.suppress(OSError):
-                        os.unlink(self.state_file)
+                        os.unlink(self.watchdog.state_file)
         while binding.process():  # what arrived while the rules were being removed
             pass
         binding.close()
         self._notify_new_sources()
         self._write_abuse(self.aggregator.flush_all(self.clock().timestamp()))
-        self._log_io.submit(self.writer.close)
-        self._log_io.shutdown(wait=True)
-        self._finish_log_jobs(wait=True)
+        self.abuse_log.close()
         self.send_counters(final=True)
         self.log(Severity.INFO, "stopped", "stop")
         self.syslog.close()

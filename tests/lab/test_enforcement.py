@@ -168,12 +168,12 @@ import os, time
 if os.environ.get("OP25B_TEST_CRASH_AFTER"):
     from op25b.daemon import worker as _w
     _limit = time.monotonic() + float(os.environ["OP25B_TEST_CRASH_AFTER"])
-    _orig = _w.Worker._finish_check
-    def _finish_check(self):
+    _orig = _w.Worker._finish_reloads
+    def _finish_reloads(self):
         if time.monotonic() > _limit:
             raise RuntimeError("injected fault in the loop")
         _orig(self)
-    _w.Worker._finish_check = _finish_check
+    _w.Worker._finish_reloads = _finish_reloads
 """
 
 

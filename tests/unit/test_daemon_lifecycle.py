@@ -125,7 +125,7 @@ class Env:
         )
         w.writer.open()
         self.kernel.install(w.rule_cfg, policy, w.clock())
-        w.take_expected_state()
+        w.watchdog.take_expected_state()
         w.bind()
         w.start()
         return w
@@ -246,7 +246,7 @@ def test_a_bug_in_the_loop_exits_1_with_the_rules_in_place(
     def boom(self: Worker) -> None:
         raise ZeroDivisionError("injected")
 
-    monkeypatch.setattr(Worker, "_finish_check", boom)
+    monkeypatch.setattr(Worker, "_finish_reloads", boom)
     err = StringIO()
     code = run(str(env.policy), Overrides(), err, kernel=env.kernel,
                lock=NamespaceLock(b"\0op25b-test-bug"))
