@@ -13,7 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from op25b.daemon.abuselog import AbuseLogEvent, AbuseLogWriter
-from op25b.daemon.syslog import Severity
+from op25b.daemon.syslogformat import Severity
 from op25b.dataplane.abuserecord import AbuseRecord
 
 LogFn = Callable[[Severity, str, str], None]

@@ -34,7 +34,7 @@ from op25b.daemon.config import Overrides, apply_overrides
 from op25b.daemon.lock import NamespaceLock
 from op25b.daemon.reload import trim_memory
 from op25b.daemon.sdnotify import Notifier
-from op25b.daemon.syslog import Severity
+from op25b.daemon.syslogformat import Severity
 from op25b.daemon.worker import Worker
 from op25b.errors import EXIT_ENVIRONMENT, EXIT_INVALID, Op25bError
 from op25b.kernel import integrity

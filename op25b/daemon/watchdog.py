@@ -25,7 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from op25b.daemon.syslog import Severity
+from op25b.daemon.syslogformat import Severity
 from op25b.kernel.integrity import VOLATILE_SETS, KernelState, problems, to_json
 from op25b.kernel.ruletext import RuleConfig
 from op25b.kernel.seam import Kernel

@@ -29,7 +29,8 @@ from op25b.daemon.countersline import CounterReporter
 from op25b.daemon.reload import Loaded, dispose, reload_policy
 from op25b.daemon.sdnotify import Notifier
 from op25b.daemon.signals import SignalFlags
-from op25b.daemon.syslog import Severity, SyslogSender
+from op25b.daemon.syslog import SyslogSender
+from op25b.daemon.syslogformat import Severity
 from op25b.daemon.timers import Timers
 from op25b.daemon.watchdog import RuleWatchdog
 from op25b.dataplane.aggregator import AbuseAggregator, AbuseRecord

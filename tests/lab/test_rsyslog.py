@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from op25b.daemon.countersline import format_counters
-from op25b.daemon.syslog import Severity, SyslogSender
+from op25b.daemon.syslog import SyslogSender
+from op25b.daemon.syslogformat import Severity
 from op25b.dataplane.counters import Counters
 from op25b.policy.decide import Decision, Reason, Verdict
 from op25b.policy.model import SyslogConfig, SyslogTransport

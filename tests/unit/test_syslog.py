@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from op25b.daemon.syslog import (
+from op25b.daemon.syslog import SyslogSender
+from op25b.daemon.syslogformat import (
     Severity,
-    SyslogSender,
     facility_code,
     format_local,
     format_rfc5424,
