@@ -1,8 +1,8 @@
 """``op25b demo``: the OP25B story end to end, in a private lab, with real mail software.
 
-This module owns the demo: it builds a namespace lab (DESIGN.md §6), starts a real
+This module owns the demo: it builds a namespace lab (README, "The lab"), starts a real
 external MX and a real provider MTA (`op25b.lab.mailservers`, aiosmtpd) and the real daemon
-(`op25b run`) in the router, then plays the story of DESIGN.md §1 with swaks as the mail
+(`op25b run`) in the router, then plays the story of the README's picture with swaks as the mail
 client and prints, for every scenario, what was expected, what was observed and
 PASS/FAIL; then the counters the daemon sent to syslog and the top of the abuse report.
 

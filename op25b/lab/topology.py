@@ -1,6 +1,6 @@
 """The lab topology: a router namespace between subscribers and the outside, v4 and v6.
 
-This module owns building and tearing down the lab of DESIGN.md §6 and is the only
+This module owns building and tearing down the lab of the README ("The lab") and is the only
 module that imports pyroute2. It also keeps the small JSON state that lets the CLI
 (`op25b lab up|down|status`) find labs again from another process.
 
@@ -93,7 +93,7 @@ __all__ = [
 # Subscriber side.
 RES_V4 = "100.64.0.10"  # residential subscriber (plan: residential 100.64.0.0/16)
 RES_V6 = "2001:db8:100::10"  # residential, v6 (plan: 2001:db8:100::/40)
-RES_EXEMPT_V4 = "100.64.7.7"  # extra on res: the single-subscriber exemption (DESIGN §3)
+RES_EXEMPT_V4 = "100.64.7.7"  # on res: the single-subscriber exemption
 RES_EXEMPT_V6 = "2001:db8:100::7"
 RES_EXEMPT2_V4 = "100.64.8.8"  # extra on res: a second exemption case (e.g. an expired one)
 RES_EXEMPT2_V6 = "2001:db8:100::8"

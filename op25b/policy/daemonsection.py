@@ -96,19 +96,9 @@ def _value(reader: NodeReader, key: str, node: Node, path: str, policy_files: li
     if key == "syslog":
         return _syslog(reader, node, path)
     if key in ("counters_interval", "abuse_window"):
-        value = reader.positive_number(node, path)
-        if not MIN_PERIOD <= value <= MAX_PERIOD:
-            reader.fail(
-                node, path, f"{node.value} is out of range ({MIN_PERIOD:g}..{MAX_PERIOD:g} seconds)"
-            )
-        return value
+        return _seconds(reader, node, path, MIN_PERIOD, MAX_PERIOD)
     if key == "rules_check_interval":
-        value = reader.positive_number(node, path)
-        if not MIN_CHECK <= value <= MAX_CHECK:
-            reader.fail(
-                node, path, f"{node.value} is out of range ({MIN_CHECK:g}..{MAX_CHECK:g} seconds)"
-            )
-        return value
+        return _seconds(reader, node, path, MIN_CHECK, MAX_CHECK)
     if key == "on_error":
         return reader.choice(node, path, ("accept", "drop"))
     if key == "v6_aggregate":
@@ -117,6 +107,13 @@ def _value(reader: NodeReader, key: str, node: Node, path: str, policy_files: li
         return reader.boolean(node, path)
     # block_cache_timeout
     return reader.integer(node, path, 0, MAX_BLOCK_CACHE_TIMEOUT)
+
+
+def _seconds(reader: NodeReader, node: Node, path: str, lo: float, hi: float) -> float:
+    value = reader.positive_number(node, path)
+    if not lo <= value <= hi:
+        reader.fail(node, path, f"{node.value} is out of range ({lo:g}..{hi:g} seconds)")
+    return value
 
 
 def _abuse_log(reader: NodeReader, node: Node, path: str, policy_files: list[str]) -> str:

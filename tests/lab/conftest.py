@@ -22,6 +22,8 @@ if shutil.which("ip") is None:
 pytest.importorskip("pyroute2", reason="lab tests need pyroute2 (pip install .[lab])")
 
 # Imported after the skips on purpose: op25b.lab.topology imports pyroute2.
+from daemonfix import start  # noqa: F401  (the fixture: a daemon per test, always stopped)
+
 from op25b.lab import topology as lab_mod
 from op25b.lab.tools import MAIL_PORTS, Listener, start_listener
 from op25b.lab.topology import Lab, lab_session

@@ -7,19 +7,17 @@ abuse log and a real syslog socket say, and what the kernel ruleset looks like.
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from op25b.lab import topology as L
 from op25b.lab.netns import run_in
-from op25b.lab.processes import DaemonProcess, SyslogReceiver, sd_params
-from op25b.lab.tools import ConnectResult, Listener, Probe, probe_many
+from op25b.lab.processes import sd_params
+from op25b.lab.tools import ConnectResult, Probe, probe_many
 from op25b.lab.topology import Lab
 
 POLICY = """\
@@ -69,64 +67,6 @@ def write_policy(
         POLICY.format(action=action, expires=expires, down=down, workers=workers, queue=queue)
     )
     return path
-
-
-class Running:
-    """A started daemon with its syslog receiver and abuse log."""
-
-    def __init__(
-        self, lab: Lab, policy: Path, tmp: Path, env: dict[str, str] | None = None
-    ) -> None:
-        self.lab = lab
-        self.policy = policy
-        self.abuse_log = tmp / "blocked.jsonl"
-        self.syslog = SyslogReceiver()
-        self.daemon = DaemonProcess(
-            lab.rtr,
-            policy,
-            [
-                "--abuse-log",
-                str(self.abuse_log),
-                "--syslog",
-                self.syslog.path,
-                "--abuse-window",
-                "3600",
-            ],
-            env=env,
-        )
-        self.daemon.wait_started()
-
-    def stop(self) -> int:
-        code = self.daemon.stop()
-        self.syslog.close()
-        return code
-
-    def final_counters(self) -> dict[str, str]:
-        msg = self.syslog.wait_for(lambda m: 'final="1"' in m, what="final counters")
-        return sd_params(msg)
-
-    def abuse_records(self) -> list[dict[str, object]]:
-        return [json.loads(line) for line in self.abuse_log.read_text().splitlines()]
-
-
-@pytest.fixture
-def start(lab: Lab, listeners: dict[str, Listener], tmp_path: Path) -> Iterator[object]:
-    """start(policy_path) -> Running; every daemon started is stopped at teardown."""
-    started: list[Running] = []
-
-    def _start(policy: Path) -> Running:
-        r = Running(lab, policy, tmp_path)
-        started.append(r)
-        return r
-
-    yield _start
-    for r in started:
-        if r.daemon.proc.poll() is None:
-            r.stop()
-    # Whatever happened, leave the router without op25b rules for the next test.
-    from op25b.kernel import rules
-
-    rules.remove(cmd_prefix=["ip", "netns", "exec", lab.rtr])
 
 
 def probes(

@@ -13,11 +13,9 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from test_daemon import Running, outcomes, probes, ruleset, write_policy
+from test_daemon import outcomes, probes, ruleset, write_policy
 
 from op25b.lab import topology as L
 from op25b.lab.netns import child_env, run_in
@@ -26,25 +24,6 @@ from op25b.lab.topology import Lab
 
 BOT_MX4 = (L.BOT_V4, L.NET_MX_V4, 25)
 BOT_MX6 = (L.BOT_V6, L.NET_MX_V6, 25)
-
-
-@pytest.fixture
-def start(lab: Lab, listeners: object, tmp_path: Path) -> Iterator[object]:
-    """start(policy, env=None) -> Running; every daemon is stopped, the router cleaned."""
-    started: list[Running] = []
-
-    def _start(policy: Path, env: dict[str, str] | None = None) -> Running:
-        r = Running(lab, policy, tmp_path, env=env)
-        started.append(r)
-        return r
-
-    yield _start
-    for r in started:
-        if r.daemon.proc.poll() is None:
-            r.stop()
-    from op25b.kernel import rules
-
-    rules.remove(cmd_prefix=["ip", "netns", "exec", lab.rtr])
 
 
 def op25b(lab: Lab, *args: str) -> subprocess.CompletedProcess[str]:

@@ -2,7 +2,7 @@
 
 Every object gets a distinct synthetic Location (file ``test.yaml``, one line per
 element, in the order given) so tests can assert *which* rule decided. Defaults
-mirror the example policy in DESIGN.md; pass an empty mapping/list to get none::
+mirror policies/example.yaml; pass an empty mapping/list to get none::
 
     policy = make_policy(
         plans={"residential": (False, ["100.64.0.0/16"]), "biz": (True, ["100.64.9.0/29"])},
@@ -116,7 +116,7 @@ def make_policy(
     daemon: DaemonConfig | None = None,
     source: str = TEST_FILE,
 ) -> Policy:
-    """A Policy built in code. ``plans`` and ``mtas`` default to the DESIGN.md example.
+    """A Policy built in code. ``plans`` and ``mtas`` default to policies/example.yaml's.
 
     ``mtas`` is either ``{"name": [addresses]}`` or a flat list of addresses (one MTA
     called ``smarthost``). Locations are allocated in the order: guarded_ports,

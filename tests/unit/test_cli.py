@@ -150,7 +150,7 @@ MTA4, MTA6 = "203.0.113.25", "2001:db8:25::25"
 
 
 def design_rows() -> list[tuple[str, str, int, dict[str, str | None]]]:
-    """(src, dst, port, expected JSON) for every DESIGN.md §1 row, v4 and v6."""
+    """(src, dst, port, expected JSON) for every row of the README's picture, v4 and v6."""
     ex = EXAMPLE
     rows: list[tuple[str, str, int, dict[str, str | None]]] = []
     for (res, res_p), (biz, biz_p), mx, mta in [(RES4, BIZ4, MX4, MTA4), (RES6, BIZ6, MX6, MTA6)]:

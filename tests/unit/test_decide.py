@@ -1,4 +1,4 @@
-"""Tests for op25b.policy.decide: every row of DESIGN.md §1 and the fixed decision order of
+"""Tests for op25b.policy.decide: every row of the README's picture and the fixed decision order of
 §3, on a policy built in code (builders.py) and on the real policies/example.yaml,
 for IPv4 and IPv6; plus a property test against a brute-force reference model.
 
@@ -457,7 +457,7 @@ def test_families_do_not_leak() -> None:
 def reference(
     policy: Policy, version: int, src: int, dst: int, port: int, now: datetime
 ) -> tuple[str, str, str | None, Location | None]:
-    """DESIGN.md §3 written out naively: linear scans and brute-force longest match."""
+    """The decision order written out naively: linear scans and brute-force longest match."""
     if port not in policy.guarded_ports:
         return ("accept", "not_guarded", None, policy.guarded_ports_location)
     for mta in policy.provider_mtas:

@@ -145,7 +145,7 @@ provider_mtas:
 
 BROKEN: list[tuple[str, str, str]] = [
     (
-        "bad MTA address (the DESIGN.md example)",
+        "bad MTA address (the README's example)",
         MTA_POLICY,
         "p.yaml:10:31: provider_mtas.smarthost.addresses[1]: not an IP address: '203.0.113.256'",
     ),

@@ -1,4 +1,4 @@
-"""House-style checks (DESIGN.md §2, §7): ruff and mypy --strict clean, a docstring
+"""House-style checks (docs/architecture.md): ruff and mypy --strict clean, a docstring
 atop every module, each third-party import owned by one module, no giant modules."""
 
 from __future__ import annotations
