@@ -1,0 +1,442 @@
+"""Exactly which decisions a policy change changes: the computation behind ``op25b diff``.
+
+Owns comparing two compiled policies. The answer is exact, not sampled: every
+(source, destination, port) whose decision (verdict, reason, plan) differs lies in
+exactly one ``Span`` of one ``Change``, and nothing else does. The deciding line may
+move without the decision changing (every edit shifts the lines below it), so lines
+are reported, not compared. Rendering is ``op25b.policy.difftext``'s.
+
+How, without enumerating addresses: for one port and one destination, a policy either
+answers the same for every source (port not guarded: ``not_guarded``; destination a
+provider MTA: ``provider_mta``) or asks the source (plans, then exemptions). So
+destinations fall into classes -- "any external MX" (no provider MTA in either file)
+and each provider-MTA address of either file -- and ports into those guarded by either
+file. The source-dependent part of each policy is flattened from its compiled interval
+tables (the plan table overlaid with the exemption table at ``now``) into sorted runs
+labelled with an outcome code, and the two policies' runs are walked together
+boundary by boundary. Cost is linear in the number of intervals (measured in
+``bench/bench_diff.py``).
+"""
+
+from __future__ import annotations
+
+from array import array
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from op25b.policy import addr
+from op25b.policy.compiled import NO_MATCH, CompiledPolicy
+from op25b.policy.decide import ACTION_VERDICT, Decision, Reason, Verdict
+from op25b.policy.lpm import U32
+from op25b.policy.model import Exemption, Location, Prefix
+
+__all__ = ["Change", "Destination", "Outcome", "PolicyDiff", "Side", "Span", "diff_policies"]
+
+DEFAULT_HORIZON = timedelta(days=7)
+# Chunk size for skipping identical stretches of both policies in one C-level compare.
+_CHUNK = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a decision is, compared between the files: verdict, reason and plan."""
+
+    verdict: Verdict
+    reason: Reason
+    plan: str | None
+
+    @classmethod
+    def of(cls, decision: Decision) -> Outcome:
+        """The comparable part of a ``decide()`` result."""
+        return cls(decision.verdict, decision.reason, decision.plan)
+
+    def as_dict(self) -> dict[str, str | None]:
+        """The keys of ``explain --json`` without the rule."""
+        return {"verdict": self.verdict.value, "reason": self.reason.value, "plan": self.plan}
+
+
+@dataclass(frozen=True, slots=True)
+class Side:
+    """One file's decision for a run of sources, with the line that decided it."""
+
+    outcome: Outcome
+    rule: Location | None
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """Sources ``first..last`` (one IP version) decided ``before`` by OLD and ``after``
+    by NEW, lines included; neighbouring spans differ in at least one of them."""
+
+    version: int
+    first: int
+    last: int
+    before: Side
+    after: Side
+
+    @property
+    def size(self) -> int:
+        """Number of source addresses."""
+        return self.last - self.first + 1
+
+    def blocks(self) -> list[Prefix]:
+        """The sources as the fewest CIDR blocks."""
+        return addr.range_prefixes(self.version, self.first, self.last)
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """A destination class: one provider-MTA address of either file, or (``address``
+    None) any external MX, i.e. every destination that is a provider MTA in neither."""
+
+    version: int
+    address: int | None
+    old_mta: Location | None  # where OLD lists it as a provider MTA, if it does
+    new_mta: Location | None
+
+
+@dataclass(frozen=True)
+class Change:
+    """Sources whose decision changes for every destination and port listed.
+
+    ``before``/``after`` is the outcome every span shares on that side, or None when
+    it depends on the source (e.g. a new provider MTA: before, each source was
+    decided by its plan; after, every source gets ``provider_mta``). Spans are in
+    address order.
+    """
+
+    version: int
+    destinations: tuple[Destination, ...]
+    ports: tuple[int, ...]
+    before: Outcome | None
+    after: Outcome | None
+    spans: tuple[Span, ...]
+
+    @property
+    def size(self) -> int:
+        """Number of source addresses that change."""
+        return sum(s.size for s in self.spans)
+
+
+@dataclass(frozen=True)
+class PolicyDiff:
+    """Every decision that differs between OLD and NEW at ``now``, plus NEW's
+    exemptions that expire within ``horizon`` of it."""
+
+    old: str
+    new: str
+    now: datetime
+    horizon: timedelta
+    changes: tuple[Change, ...]
+    expiring: tuple[Exemption, ...]
+    # (version, address) of every provider MTA of either file: the destination classes.
+    mtas: frozenset[tuple[int, int]] = field(repr=False)
+
+    @property
+    def changed(self) -> bool:
+        """True when some decision differs."""
+        return bool(self.changes)
+
+    def lookup(self, version: int, src: int, dst: int, port: int) -> tuple[Change, Span] | None:
+        """The change and span covering one connection attempt, or None if unchanged."""
+        key = dst if (version, dst) in self.mtas else None
+        for change in self.changes:
+            if change.version != version or port not in change.ports:
+                continue
+            if not any(d.address == key for d in change.destinations):
+                continue
+            firsts = [s.first for s in change.spans]
+            i = bisect_right(firsts, src) - 1
+            if i >= 0 and change.spans[i].last >= src:
+                return change, change.spans[i]
+        return None
+
+
+def diff_policies(
+    old: CompiledPolicy,
+    new: CompiledPolicy,
+    now: datetime,
+    horizon: timedelta = DEFAULT_HORIZON,
+) -> PolicyDiff:
+    """Compare OLD and NEW with exemptions evaluated at ``now`` (aware)."""
+    codes = _Codes()
+    changes: list[Change] = []
+    mtas: set[tuple[int, int]] = set()
+    for version in (4, 6):
+        changes += _version_changes(old, new, version, now, codes, mtas)
+    expiring = tuple(
+        sorted(
+            (e for e in new.policy.exemptions if e.active(now) and e.expires <= now + horizon),
+            key=lambda e: (e.expires, e.location.line),
+        )
+    )
+    return PolicyDiff(
+        old.policy.source,
+        new.policy.source,
+        now,
+        horizon,
+        tuple(changes),
+        expiring,
+        frozenset(mtas),
+    )
+
+
+def _version_changes(
+    old: CompiledPolicy,
+    new: CompiledPolicy,
+    version: int,
+    now: datetime,
+    codes: _Codes,
+    mtas: set[tuple[int, int]],
+) -> list[Change]:
+    """The changes for one IP version; adds its provider MTAs to ``mtas``."""
+    old_mtas, new_mtas = _mta_addresses(old, version), _mta_addresses(new, version)
+    mtas.update((version, a) for a in old_mtas | new_mtas)
+    dests = [Destination(version, None, None, None)] + [
+        Destination(version, a, old.provider_mta(version, a), new.provider_mta(version, a))
+        for a in sorted(old_mtas | new_mtas)
+    ]
+    # (OLD's fixed decision or None, NEW's) -> the destinations and ports that get it
+    groups: dict[tuple[Side | None, Side | None], tuple[list[Destination], set[int]]] = {}
+    for port in sorted(old.guarded | new.guarded):
+        for dest in dests:
+            before, after = _fixed(old, dest, port), _fixed(new, dest, port)
+            if before is not None and after is not None and before.outcome == after.outcome:
+                continue
+            ds, ports = groups.setdefault((before, after), ([], set()))
+            if dest not in ds:
+                ds.append(dest)
+            ports.add(port)
+    # The source-dependent runs of each file, built at most once and only if needed.
+    cache: dict[bool, _Runs] = {}
+
+    def runs(fixed: Side | None, is_new: bool) -> _Runs:
+        if fixed is not None:
+            return _fixed_runs(fixed, codes)
+        if is_new not in cache:
+            cache[is_new] = _source_runs(new if is_new else old, version, now, codes)
+        return cache[is_new]
+
+    out: list[Change] = []
+    for (before, after), (ds, ports) in groups.items():
+        spans = _spans(runs(before, False), runs(after, True), version)
+        both_vary = before is None and after is None
+        out += _changes(version, tuple(ds), tuple(sorted(ports)), spans, split=both_vary)
+    return out
+
+
+def _mta_addresses(policy: CompiledPolicy, version: int) -> set[int]:
+    return {a for m in policy.policy.provider_mtas for v, a in m.addresses if v == version}
+
+
+def _fixed(policy: CompiledPolicy, dest: Destination, port: int) -> Side | None:
+    """The decision when it does not depend on the source (decision steps 1 and 2)."""
+    if port not in policy.guarded:
+        return Side(Outcome(Verdict.ACCEPT, Reason.NOT_GUARDED, None), policy.guarded_location)
+    if dest.address is not None:
+        loc = policy.provider_mta(dest.version, dest.address)
+        if loc is not None:
+            return Side(Outcome(Verdict.ACCEPT, Reason.PROVIDER_MTA, None), loc)
+    return None
+
+
+def _changes(
+    version: int,
+    dests: tuple[Destination, ...],
+    ports: tuple[int, ...],
+    spans: list[Span],
+    *,
+    split: bool,
+) -> list[Change]:
+    """One Change for the spans, or (``split``: both sides depend on the source) one
+    per (before, after) outcome pair, so each reads as one kind of change."""
+    if not spans:
+        return []
+    groups: dict[tuple[Outcome, Outcome] | None, list[Span]] = {}
+    for s in spans:
+        groups.setdefault((s.before.outcome, s.after.outcome) if split else None, []).append(s)
+    out = []
+    for members in groups.values():
+        befores = {s.before.outcome for s in members}
+        afters = {s.after.outcome for s in members}
+        out.append(
+            Change(
+                version,
+                dests,
+                ports,
+                befores.pop() if len(befores) == 1 else None,
+                afters.pop() if len(afters) == 1 else None,
+                tuple(members),
+            )
+        )
+    return out
+
+
+class _Codes:
+    """Outcomes interned as small ints, shared by both files so codes compare."""
+
+    def __init__(self) -> None:
+        self.outcomes: list[Outcome] = []
+        self._ids: dict[Outcome, int] = {}
+
+    def of(self, outcome: Outcome) -> int:
+        code = self._ids.get(outcome)
+        if code is None:
+            code = self._ids[outcome] = len(self.outcomes)
+            self.outcomes.append(outcome)
+        return code
+
+
+@dataclass(frozen=True, eq=False)
+class _Runs:
+    """One file's decision over all sources of one version, for one destination class
+    and port: run i covers ``starts[i]`` up to the next start and is decided
+    ``codes[i]``; ``side(i)`` adds the deciding line (built only for changed runs)."""
+
+    starts: Sequence[int]
+    codes: array[int]
+    side: Callable[[int], Side]
+
+
+def _fixed_runs(fixed: Side, codes: _Codes) -> _Runs:
+    return _Runs([0], array("i", [codes.of(fixed.outcome)]), lambda _i: fixed)
+
+
+def _source_runs(policy: CompiledPolicy, version: int, now: datetime, codes: _Codes) -> _Runs:
+    """The source-dependent decision (steps 3 to 6) as runs, from the interval tables."""
+    plans = policy.policy.plans
+    table = policy.plan_table(version)
+    # Outcome code per plan-table index, without and with an active exemption; the
+    # extra last slot is for NO_MATCH (-1): a source in no plan.
+    plain = array("i", bytes(4 * (len(table) + 1)))
+    exempted = array("i", plain)
+    for first, end, pid in policy.plan_ranges(version):
+        plan = plans[pid]
+        if plan.exempt:
+            c = e = codes.of(Outcome(Verdict.ACCEPT, Reason.EXEMPT_PLAN, plan.name))
+        else:
+            verdict = ACTION_VERDICT[policy.action]
+            c = codes.of(Outcome(verdict, Reason.BLOCKED, plan.name))
+            e = codes.of(Outcome(Verdict.ACCEPT, Reason.EXEMPTION, plan.name))
+        plain[first:end] = array("i", [c]) * (end - first)
+        exempted[first:end] = array("i", [e]) * (end - first)
+    plain[-1] = exempted[-1] = codes.of(Outcome(Verdict.ACCEPT, Reason.NOT_SUBSCRIBER, None))
+    ex_table, chains = policy.exemption_table(version)
+    # Per exemption-table index, the exemption that decides there at ``now``.
+    active = [next((e for e in chain if e.active(now)), None) for chain in chains]
+    active_at = [
+        (start, j if j != NO_MATCH and active[j] is not None else NO_MATCH)
+        for start, j in ex_table.segments()
+    ]
+    # IPv4 starts fit 32-bit array slots; IPv6 ones need Python ints.
+    starts: array[int] | list[int] = array(U32) if version == 4 else []
+    run_codes: array[int] = array("i")
+    # What decided run i: a plan-table index (>= 0), NO_MATCH, or -2 - j for exemption j.
+    refs: array[int] = array("q")
+    for start, g, j in _overlay(table.segments(), active_at):
+        if j != NO_MATCH and exempted[g] != plain[g]:
+            code, ref = exempted[g], -2 - j
+        else:
+            code, ref = plain[g], g
+        if refs and code == run_codes[-1] and ref == refs[-1]:
+            continue  # a boundary of the other table that changes nothing here
+        starts.append(start)
+        run_codes.append(code)
+        refs.append(ref)
+
+    def side(i: int) -> Side:
+        ref = refs[i]
+        outcome = codes.outcomes[run_codes[i]]
+        if ref == NO_MATCH:
+            return Side(outcome, None)
+        if ref >= 0:
+            return Side(outcome, policy.prefix_location(version, ref))
+        ex = active[-2 - ref]
+        assert ex is not None
+        return Side(outcome, ex.location)
+
+    return _Runs(starts, run_codes, side)
+
+
+def _overlay(
+    big: Iterable[tuple[int, int]], small: Sequence[tuple[int, int]]
+) -> Iterator[tuple[int, int, int]]:
+    """Overlay two interval labellings that both start at 0: ``(start, big label,
+    small label)`` at every boundary of either. ``small`` is a list (it is the
+    exemption table: short), ``big`` is streamed (the plan table: up to millions)."""
+    if len(small) == 1:
+        only = small[0][1]
+        for start, label in big:
+            yield start, label, only
+        return
+    k, label_b = 0, small[0][1]
+    nxt = small[1][0]
+    past = 1 << 129  # after every address
+    label_a = NO_MATCH
+    for start, label in big:
+        while nxt <= start:
+            k += 1
+            if nxt < start:  # a small boundary inside the previous big interval
+                yield nxt, label_a, small[k][1]
+            label_b = small[k][1]
+            nxt = small[k + 1][0] if k + 1 < len(small) else past
+        yield start, label, label_b
+        label_a = label
+    for start, label in small[k + 1 :]:
+        yield start, label_a, label
+
+
+def _spans(old: _Runs, new: _Runs, version: int) -> list[Span]:
+    """Walk both files' runs together; the maximal spans where the outcomes differ."""
+    spans: list[Span] = []
+    for first, last, i, j in _differing(old, new, 1 << addr.bits(version)):
+        before, after = old.side(i), new.side(j)
+        if spans and spans[-1].last + 1 == first:
+            prev = spans[-1]
+            if prev.before == before and prev.after == after:
+                spans[-1] = Span(version, prev.first, last, before, after)
+                continue
+        spans.append(Span(version, first, last, before, after))
+    return spans
+
+
+def _differing(a: _Runs, b: _Runs, end: int) -> Iterator[tuple[int, int, int, int]]:
+    """``(first, last, i, j)`` for each stretch where run i of ``a`` and run j of ``b``
+    overlap with different outcome codes, in address order."""
+    sa, ca, sb, cb = a.starts, a.codes, b.starts, b.codes
+    na, nb = len(sa), len(sb)
+    i = j = 0
+    pos = 0
+    retry_at = 0
+    while True:
+        # Where both files are unchanged, their runs line up one to one: skip such a
+        # stretch in one C-level compare instead of a Python step per run. After a
+        # failed try, step a chunk's worth first, so a stretch that really differs
+        # (an action change, say) costs one compare per chunk, not one per run.
+        if i >= retry_at and sa[i] == sb[j]:
+            if (
+                i + _CHUNK < na
+                and j + _CHUNK < nb
+                and sa[i + _CHUNK] == sb[j + _CHUNK]
+                and ca[i : i + _CHUNK] == cb[j : j + _CHUNK]
+                and sa[i : i + _CHUNK] == sb[j : j + _CHUNK]
+            ):
+                i += _CHUNK
+                j += _CHUNK
+                pos = sa[i]
+                continue
+            retry_at = i + _CHUNK
+        next_a = sa[i + 1] if i + 1 < na else end
+        next_b = sb[j + 1] if j + 1 < nb else end
+        nxt = min(next_a, next_b)
+        if ca[i] != cb[j]:
+            yield pos, nxt - 1, i, j
+        if nxt == end:
+            return
+        if next_a == nxt:
+            i += 1
+        if next_b == nxt:
+            j += 1
+        pos = nxt
