@@ -166,6 +166,7 @@ def diff_policies(
     mtas: set[tuple[int, int]] = set()
     for version in (4, 6):
         changes += _version_changes(old, new, version, now, codes, mtas)
+    changes.sort(key=_reading_order)
     expiring = tuple(
         sorted(
             (e for e in new.policy.exemptions if e.active(now) and e.expires <= now + horizon),
@@ -225,6 +226,32 @@ def _version_changes(
         both_vary = before is None and after is None
         out += _changes(version, tuple(ds), tuple(sorted(ports)), spans, split=both_vary)
     return out
+
+
+def _reading_order(change: Change) -> tuple[bool, int, int, tuple[int, ...], int, int]:
+    """Any external MX before single provider MTAs, IPv4 before IPv6; within one
+    destination and port set, newly blocked sources first (mail that stops), then
+    newly passing ones (mail that starts), then reason or plan changes; then address."""
+    first = change.destinations[0]  # "any external MX" is listed first when present
+    if any(
+        s.before.outcome.verdict.passes and not s.after.outcome.verdict.passes for s in change.spans
+    ):
+        severity = 0
+    elif any(
+        not s.before.outcome.verdict.passes and s.after.outcome.verdict.passes for s in change.spans
+    ):
+        severity = 1
+    else:
+        severity = 2
+    address = first.address if first.address is not None else -1
+    return (
+        first.address is not None,
+        change.version,
+        address,
+        change.ports,
+        severity,
+        change.spans[0].first,
+    )
 
 
 def _mta_addresses(policy: CompiledPolicy, version: int) -> set[int]:

@@ -84,7 +84,7 @@ def _exemptions(exemptions: tuple[Exemption, ...], now: datetime) -> list[str]:
     for e, text in zip(exemptions, texts, strict=True):
         state = "active " if e.active(now) else "EXPIRED"
         reason = f"  {e.reason}" if e.reason else ""
-        lines.append(f"  {state}  {text:<{pw}}  {e.ticket:<{tw}}  {_expiry(e.expires)}{reason}")
+        lines.append(f"  {state}  {text:<{pw}}  {e.ticket:<{tw}}  {expiry_text(e.expires)}{reason}")
     lines.append("")
     return lines
 
@@ -143,7 +143,8 @@ def _count(n: int, noun: str) -> str:
     return f"{n:,} {noun}es" if noun.endswith("x") else f"{n:,} {noun}s"
 
 
-def _expiry(expires: datetime) -> str:
+def expiry_text(expires: datetime) -> str:
+    """``through 2027-01-31 UTC`` for a date, ``until ... UTC`` for an instant."""
     if expires.timetz() == time(0, tzinfo=UTC):
         last_day = datetime.fromordinal(expires.toordinal() - 1)
         return f"through {last_day:%Y-%m-%d} UTC"
