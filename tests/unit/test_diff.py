@@ -69,8 +69,7 @@ def policies(draw: st.DrawFn) -> CompiledPolicy:
     }
     mtas = draw(st.lists(st.one_of(v4_addr(), v6_addr()), max_size=2))
     exemptions = [
-        (p, draw(st.sampled_from([PAST, FUTURE])))
-        for p in draw(st.lists(ANY_PREFIX, max_size=3))
+        (p, draw(st.sampled_from([PAST, FUTURE]))) for p in draw(st.lists(ANY_PREFIX, max_size=3))
     ]
     return make_compiled(
         plans=plans,
@@ -109,9 +108,13 @@ def probes_for(
             if s.version == version:
                 srcs.update(a for a in (s.first - 1, s.first, s.last, s.last + 1) if 0 <= a <= top)
     mtas = {
-        a for p in (old, new) for m in p.policy.provider_mtas for v, a in m.addresses if v == version
+        a
+        for p in (old, new)
+        for m in p.policy.provider_mtas
+        for v, a in m.addresses
+        if v == version
     }
-    dsts = sorted(mtas) + [V4_BASE + 4095 if version == 4 else V6_BASE + 12345]
+    dsts = [*sorted(mtas), V4_BASE + 4095 if version == 4 else V6_BASE + 12345]
     return [(version, s, d, port) for s in sorted(srcs) for d in dsts for port in PORTS]
 
 
