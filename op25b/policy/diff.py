@@ -103,21 +103,34 @@ class Change:
 
     ``before``/``after`` is the outcome every span shares on that side, or None when
     it depends on the source (e.g. a new provider MTA: before, each source was
-    decided by its plan; after, every source gets ``provider_mta``). Spans are in
-    address order.
+    decided by its plan; after, every source gets ``provider_mta``); ``befores`` and
+    ``afters`` are all outcomes of each side. Spans are in address order; for a
+    change with one fixed side they are built on access (there is one per interval
+    of the other file, up to millions).
     """
 
     version: int
     destinations: tuple[Destination, ...]
     ports: tuple[int, ...]
-    before: Outcome | None
-    after: Outcome | None
-    spans: tuple[Span, ...]
+    befores: frozenset[Outcome]
+    afters: frozenset[Outcome]
+    spans: Sequence[Span]
+    size: int  # number of source addresses that change
 
     @property
-    def size(self) -> int:
-        """Number of source addresses that change."""
-        return sum(s.size for s in self.spans)
+    def before(self) -> Outcome | None:
+        """The one outcome of OLD for every span, or None if it varies."""
+        return next(iter(self.befores)) if len(self.befores) == 1 else None
+
+    @property
+    def after(self) -> Outcome | None:
+        """The one outcome of NEW for every span, or None if it varies."""
+        return next(iter(self.afters)) if len(self.afters) == 1 else None
+
+    def span_at(self, src: int) -> Span | None:
+        """The span holding source ``src``, or None."""
+        i = bisect_right(self.spans, src, key=lambda s: s.first) - 1
+        return self.spans[i] if i >= 0 and self.spans[i].last >= src else None
 
 
 @dataclass(frozen=True)
@@ -147,10 +160,9 @@ class PolicyDiff:
                 continue
             if not any(d.address == key for d in change.destinations):
                 continue
-            firsts = [s.first for s in change.spans]
-            i = bisect_right(firsts, src) - 1
-            if i >= 0 and change.spans[i].last >= src:
-                return change, change.spans[i]
+            span = change.span_at(src)
+            if span is not None:
+                return change, span
         return None
 
 
@@ -222,9 +234,13 @@ def _version_changes(
 
     out: list[Change] = []
     for (before, after), (ds, ports) in groups.items():
-        spans = _spans(runs(before, False), runs(after, True), version)
-        both_vary = before is None and after is None
-        out += _changes(version, tuple(ds), tuple(sorted(ports)), spans, split=both_vary)
+        scope = (version, tuple(ds), tuple(sorted(ports)))
+        if before is not None and after is None:
+            out += _against_fixed(scope, before, runs(None, True), codes, fixed_is_after=False)
+        elif before is None and after is not None:
+            out += _against_fixed(scope, after, runs(None, False), codes, fixed_is_after=True)
+        else:
+            out += _changes(scope, _spans(runs(before, False), runs(after, True), version))
     return out
 
 
@@ -233,12 +249,12 @@ def _reading_order(change: Change) -> tuple[bool, int, int, tuple[int, ...], int
     destination and port set, newly blocked sources first (mail that stops), then
     newly passing ones (mail that starts), then reason or plan changes; then address."""
     first = change.destinations[0]  # "any external MX" is listed first when present
-    if any(
-        s.before.outcome.verdict.passes and not s.after.outcome.verdict.passes for s in change.spans
+    if any(b.verdict.passes for b in change.befores) and not all(
+        a.verdict.passes for a in change.afters
     ):
         severity = 0
-    elif any(
-        not s.before.outcome.verdict.passes and s.after.outcome.verdict.passes for s in change.spans
+    elif not all(b.verdict.passes for b in change.befores) and any(
+        a.verdict.passes for a in change.afters
     ):
         severity = 1
     else:
@@ -269,36 +285,75 @@ def _fixed(policy: CompiledPolicy, dest: Destination, port: int) -> Side | None:
     return None
 
 
-def _changes(
-    version: int,
-    dests: tuple[Destination, ...],
-    ports: tuple[int, ...],
-    spans: list[Span],
-    *,
-    split: bool,
-) -> list[Change]:
-    """One Change for the spans, or (``split``: both sides depend on the source) one
-    per (before, after) outcome pair, so each reads as one kind of change."""
-    if not spans:
-        return []
-    groups: dict[tuple[Outcome, Outcome] | None, list[Span]] = {}
+Scope = tuple[int, tuple[Destination, ...], tuple[int, ...]]  # version, destinations, ports
+
+
+def _changes(scope: Scope, spans: list[Span]) -> list[Change]:
+    """One Change per (before, after) outcome pair, so each reads as one kind of change."""
+    groups: dict[tuple[Outcome, Outcome], list[Span]] = {}
     for s in spans:
-        groups.setdefault((s.before.outcome, s.after.outcome) if split else None, []).append(s)
-    out = []
-    for members in groups.values():
-        befores = {s.before.outcome for s in members}
-        afters = {s.after.outcome for s in members}
-        out.append(
-            Change(
-                version,
-                dests,
-                ports,
-                befores.pop() if len(befores) == 1 else None,
-                afters.pop() if len(afters) == 1 else None,
-                tuple(members),
-            )
-        )
-    return out
+        groups.setdefault((s.before.outcome, s.after.outcome), []).append(s)
+    return [
+        Change(*scope, frozenset([b]), frozenset([a]), tuple(m), sum(s.size for s in m))
+        for (b, a), m in groups.items()
+    ]
+
+
+def _against_fixed(
+    scope: Scope, fixed: Side, runs: _Runs, codes: _Codes, *, fixed_is_after: bool
+) -> list[Change]:
+    """The one Change where one file decides the same for every source (``fixed``) and
+    the other asks the source (``runs``): every run with another outcome."""
+    version = scope[0]
+    k = codes.of(fixed.outcome)
+    rc = runs.codes
+    picked = array(U32, (i for i in range(len(rc)) if rc[i] != k))
+    if not picked:
+        return []
+    spans = _RunSpans(version, runs, picked, fixed, fixed_is_after)
+    others = frozenset(codes.outcomes[rc[i]] for i in set(picked))
+    fixed_set = frozenset([fixed.outcome])
+    befores, afters = (others, fixed_set) if fixed_is_after else (fixed_set, others)
+    return [Change(*scope, befores, afters, spans, spans.size())]
+
+
+class _RunSpans(Sequence[Span]):
+    """The spans of a change with one fixed side, built on access from the other
+    file's runs (a million Span objects would cost hundreds of MB)."""
+
+    def __init__(
+        self, version: int, runs: _Runs, picked: array[int], fixed: Side, fixed_is_after: bool
+    ) -> None:
+        self._version = version
+        self._runs = runs
+        self._picked = picked
+        self._fixed = fixed
+        self._fixed_is_after = fixed_is_after
+        self._end = 1 << addr.bits(version)
+
+    def __len__(self) -> int:
+        return len(self._picked)
+
+    def _bounds(self, i: int) -> tuple[int, int]:
+        starts = self._runs.starts
+        return starts[i], (starts[i + 1] if i + 1 < len(starts) else self._end) - 1
+
+    def __getitem__(self, k: int) -> Span:  # type: ignore[override]
+        if isinstance(k, slice):
+            raise TypeError("slices are not supported")
+        i = self._picked[k]
+        first, last = self._bounds(i)
+        side = self._runs.side(i)
+        before, after = (side, self._fixed) if self._fixed_is_after else (self._fixed, side)
+        return Span(self._version, first, last, before, after)
+
+    def size(self) -> int:
+        """Addresses in all spans, without building them."""
+        total = 0
+        for i in self._picked:
+            first, last = self._bounds(i)
+            total += last - first + 1
+        return total
 
 
 class _Codes:
@@ -351,16 +406,27 @@ def _source_runs(policy: CompiledPolicy, version: int, now: datetime, codes: _Co
         exempted[first:end] = array("i", [e]) * (end - first)
     plain[-1] = exempted[-1] = codes.of(Outcome(Verdict.ACCEPT, Reason.NOT_SUBSCRIBER, None))
     ex_table, chains = policy.exemption_table(version)
-    # Per exemption-table index, the exemption that decides there at ``now``.
-    active = [next((e for e in chain if e.active(now)), None) for chain in chains]
+    # Per exemption-table index, the exemption that decides there at ``now``, as an
+    # index into ``deciders``: one entry per exemption, so that two neighbouring
+    # intervals decided by the same (enclosing) exemption get the same reference.
+    deciders: list[Exemption] = []
+    number: dict[int, int] = {}
+    decider_of: list[int] = []
+    for chain in chains:
+        ex = next((e for e in chain if e.active(now)), None)
+        if ex is None:
+            decider_of.append(NO_MATCH)
+        else:
+            decider_of.append(number.setdefault(id(ex), len(deciders)))
+            if decider_of[-1] == len(deciders):
+                deciders.append(ex)
     active_at = [
-        (start, j if j != NO_MATCH and active[j] is not None else NO_MATCH)
-        for start, j in ex_table.segments()
+        (start, decider_of[j] if j != NO_MATCH else NO_MATCH) for start, j in ex_table.segments()
     ]
     # IPv4 starts fit 32-bit array slots; IPv6 ones need Python ints.
     starts: array[int] | list[int] = array(U32) if version == 4 else []
     run_codes: array[int] = array("i")
-    # What decided run i: a plan-table index (>= 0), NO_MATCH, or -2 - j for exemption j.
+    # What decided run i: a plan-table index (>= 0), NO_MATCH, or -2 - k for deciders[k].
     refs: array[int] = array("q")
     for start, g, j in _overlay(table.segments(), active_at):
         if j != NO_MATCH and exempted[g] != plain[g]:
@@ -380,9 +446,7 @@ def _source_runs(policy: CompiledPolicy, version: int, now: datetime, codes: _Co
             return Side(outcome, None)
         if ref >= 0:
             return Side(outcome, policy.prefix_location(version, ref))
-        ex = active[-2 - ref]
-        assert ex is not None
-        return Side(outcome, ex.location)
+        return Side(outcome, deciders[-2 - ref].location)
 
     return _Runs(starts, run_codes, side)
 

@@ -55,16 +55,17 @@ def _change(n: int, change: Change, diff: PolicyDiff) -> list[str]:
     after_rule = _shared_rule([s.after for s in change.spans])
     lines.append(f"   before  {_outcome(change.before)}{_rule_suffix(before_rule)}")
     lines.append(f"   after   {_outcome(change.after)}{_rule_suffix(after_rule)}")
-    rows = [_row(s, before_rule is _VARIES, after_rule is _VARIES) for s in change.spans]
-    width = max(len(r[0]) for r in rows[:MAX_ROWS])
+    shown = [change.spans[i] for i in range(min(MAX_ROWS, len(change.spans)))]
+    rows = [_row(s, before_rule is _VARIES, after_rule is _VARIES) for s in shown]
+    width = max(len(r[0]) for r in rows)
     label = "sources"
-    for blocks, rest in rows[:MAX_ROWS]:
+    for blocks, rest in rows:
         lines.append(f"   {label:<7} {blocks:<{width}}  {rest}".rstrip())
         label = ""
-    if len(rows) > MAX_ROWS:
-        hidden = change.spans[MAX_ROWS:]
-        more = addr.size_text(change.version, sum(s.size for s in hidden))
-        lines.append(f"           ... and {len(hidden):,} more ranges ({more}); --json lists all")
+    if len(change.spans) > len(shown):
+        more = addr.size_text(change.version, change.size - sum(s.size for s in shown))
+        hidden = len(change.spans) - len(shown)
+        lines.append(f"           ... and {hidden:,} more ranges ({more}); --json lists all")
     return lines
 
 

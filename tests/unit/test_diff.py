@@ -20,6 +20,7 @@ from op25b.policy.addr import format_address, prefix_text, range_prefixes, size_
 from op25b.policy.compiled import CompiledPolicy, compile_policy
 from op25b.policy.decide import Reason, Verdict, decide_addresses
 from op25b.policy.diff import Outcome, PolicyDiff, Side, diff_policies
+from op25b.policy.difftext import as_json, render_text
 from op25b.policy.model import Action, Prefix
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -181,6 +182,10 @@ def test_an_action_change_lists_every_blocked_source() -> None:
     assert change.after == Outcome(Verdict.REJECT, Reason.BLOCKED, "residential")
     for probe in probes_for(diff, old, new, 4, []):
         assert_exact(diff, old, new, probe)
+    text = render_text(diff)
+    assert "1. 48,000 addresses -> any external MX, port 25\n" in text
+    assert "... and 2,990 more ranges (47,840 addresses); --json lists all" in text
+    assert len(as_json(diff)["changes"][0]["sources"]) == 3000
 
 
 # ----------------------------------------------------------------- small pieces
