@@ -74,7 +74,9 @@ def write_policies(root: Path, n: int) -> tuple[Path, Path, Path, str]:
     lines = [f"{format_address(4, a)}/{ln}" for a, ln in v4]
     lines += [f"{format_address(6, a)}/{ln}" for a, ln in v6]
     pools = {name: lines[k::3] for k, name in enumerate(PLANS)}
-    moved = next(p for p in pools["residential"] if "." in p and p.endswith("/24"))
+    v4_24s = (p for p in pools["residential"] if "." in p and p.endswith("/24"))
+    moved, exempted = next(v4_24s), next(v4_24s)
+    host = exempted.replace(".0/24", ".9/32")
     for variant, plans in (
         ("old", pools),
         ("new", {**pools, "residential": [p for p in pools["residential"] if p != moved]}),
@@ -86,9 +88,10 @@ def write_policies(root: Path, n: int) -> tuple[Path, Path, Path, str]:
             (d / f"{name}.txt").write_text("\n".join(prefixes + extra) + "\n")
     old = root / "old.yaml"
     old.write_text(POLICY.format(action="drop", dir="old", extra_mta="", extra_exemption=""))
+    # The review's three edits: the moved /24 (pool files above), an MTA, an exemption.
     edits = {
         "extra_mta": "  relay2:\n    addresses: [203.0.113.26]\n",
-        "extra_exemption": "  - prefix: 100.64.9.9/32\n    ticket: ABUSE-2001\n"
+        "extra_exemption": f"  - prefix: {host}\n    ticket: ABUSE-2001\n"
         "    expires: 2027-01-31\n",
     }
     new = root / "new.yaml"
