@@ -32,7 +32,16 @@ from op25b.policy.decide import ACTION_VERDICT, Decision, Reason, Verdict
 from op25b.policy.lpm import U32
 from op25b.policy.model import Exemption, Location, Prefix
 
-__all__ = ["Change", "Destination", "Outcome", "PolicyDiff", "Side", "Span", "diff_policies"]
+__all__ = [
+    "Change",
+    "Destination",
+    "Outcome",
+    "OutcomeSum",
+    "PolicyDiff",
+    "Side",
+    "Span",
+    "diff_policies",
+]
 
 DEFAULT_HORIZON = timedelta(days=7)
 # Chunk size for skipping identical stretches of both policies in one C-level compare.
@@ -87,6 +96,21 @@ class Span:
 
 
 @dataclass(frozen=True, slots=True)
+class OutcomeSum:
+    """The sources of a change with one fixed side that the other file decides
+    ``outcome``: how many, in how many ranges, and (the first few of) its lines."""
+
+    outcome: Outcome
+    addresses: int
+    ranges: int
+    rules: tuple[Location, ...]  # the first MAX_RULES distinct lines, in address order
+    more_rules: int  # distinct lines not in ``rules``
+
+
+MAX_RULES = 3
+
+
+@dataclass(frozen=True, slots=True)
 class Destination:
     """A destination class: one provider-MTA address of either file, or (``address``
     None) any external MX, i.e. every destination that is a provider MTA in neither."""
@@ -126,6 +150,10 @@ class Change:
     def after(self) -> Outcome | None:
         """The one outcome of NEW for every span, or None if it varies."""
         return next(iter(self.afters)) if len(self.afters) == 1 else None
+
+    def by_outcome(self) -> list[OutcomeSum]:
+        """Per outcome of the varying side, for a change with one fixed side (else [])."""
+        return self.spans.summary() if isinstance(self.spans, _RunSpans) else []
 
     def span_at(self, src: int) -> Span | None:
         """The span holding source ``src``, or None."""
@@ -347,6 +375,28 @@ class _RunSpans(Sequence[Span]):
         before, after = (side, self._fixed) if self._fixed_is_after else (self._fixed, side)
         return Span(self._version, first, last, before, after)
 
+    def summary(self) -> list[OutcomeSum]:
+        """Sizes, range counts and lines per outcome, without building the spans
+        (a million-prefix file gives about two million of them)."""
+        runs = self._runs
+        sizes: dict[int, list[int]] = {}  # code -> [addresses, ranges]
+        refs: dict[int, dict[int, int]] = {}  # code -> {ref: first run}, address order
+        for i in self._picked:
+            code = runs.codes[i]
+            first, last = self._bounds(i)
+            acc = sizes.setdefault(code, [0, 0])
+            acc[0] += last - first + 1
+            acc[1] += 1
+            refs.setdefault(code, {}).setdefault(runs.refs[i], i)
+        out = []
+        for code, (addresses, ranges) in sizes.items():
+            firsts = list(refs[code].values())
+            rules = [runs.side(i).rule for i in firsts[:MAX_RULES]]
+            kept = tuple(r for r in rules if r is not None)
+            outcome = runs.side(firsts[0]).outcome
+            out.append(OutcomeSum(outcome, addresses, ranges, kept, len(firsts) - len(rules)))
+        return out
+
     def size(self) -> int:
         """Addresses in all spans, without building them."""
         total = 0
@@ -379,11 +429,12 @@ class _Runs:
 
     starts: Sequence[int]
     codes: array[int]
+    refs: array[int]  # what decided each run; equal refs mean the same line
     side: Callable[[int], Side]
 
 
 def _fixed_runs(fixed: Side, codes: _Codes) -> _Runs:
-    return _Runs([0], array("i", [codes.of(fixed.outcome)]), lambda _i: fixed)
+    return _Runs([0], array("i", [codes.of(fixed.outcome)]), array("q", [0]), lambda _i: fixed)
 
 
 def _source_runs(policy: CompiledPolicy, version: int, now: datetime, codes: _Codes) -> _Runs:
@@ -448,7 +499,7 @@ def _source_runs(policy: CompiledPolicy, version: int, now: datetime, codes: _Co
             return Side(outcome, policy.prefix_location(version, ref))
         return Side(outcome, deciders[-2 - ref].location)
 
-    return _Runs(starts, run_codes, side)
+    return _Runs(starts, run_codes, refs, side)
 
 
 def _overlay(

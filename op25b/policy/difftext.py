@@ -75,28 +75,18 @@ def _by_outcome(change: Change) -> list[str]:
     fixed_is_after = change.after is not None
     fixed = change.after if fixed_is_after else change.before
     assert fixed is not None
-    fixed_rule = _shared_rule([s.after if fixed_is_after else s.before for s in change.spans])
-    groups: dict[Outcome, list[Span]] = {}
-    for s in change.spans:
-        groups.setdefault(s.before.outcome if fixed_is_after else s.after.outcome, []).append(s)
-    order = sorted(groups, key=lambda o: (o.verdict.passes == fixed.verdict.passes, _outcome(o)))
+    fixed_rule = (change.spans[0].after if fixed_is_after else change.spans[0].before).rule
+    sums = sorted(
+        change.by_outcome(),
+        key=lambda o: (o.outcome.verdict.passes == fixed.verdict.passes, _outcome(o.outcome)),
+    )
     rows = []
-    for outcome in order:
-        spans = groups[outcome]
-        size = addr.size_text(change.version, sum(s.size for s in spans))
-        ranges = f" in {len(spans):,} ranges" if len(spans) > 1 else ""
-        locations = {s.before.rule if fixed_is_after else s.after.rule for s in spans}
-        rules = [
-            str(r)
-            for r in sorted(
-                (r for r in locations if r is not None), key=lambda r: (r.file, r.line, r.col)
-            )
-        ]
-        shown = ", ".join(rules[:MAX_BLOCKS]) + (
-            f" +{len(rules) - MAX_BLOCKS}" if len(rules) > MAX_BLOCKS else ""
-        )
-        rule_text = f"  [{shown}]" if rules else ""
-        rows.append((_outcome(outcome), f"{size}{ranges}{rule_text}"))
+    for o in sums:
+        size = addr.size_text(change.version, o.addresses)
+        ranges = f" in {o.ranges:,} ranges" if o.ranges > 1 else ""
+        shown = ", ".join(map(str, o.rules)) + (f" +{o.more_rules:,}" if o.more_rules else "")
+        rule_text = f"  [{shown}]" if shown else ""
+        rows.append((_outcome(o.outcome), f"{size}{ranges}{rule_text}"))
     width = max(len(r[0]) for r in rows)
     fixed_line = f"{_outcome(fixed)}{_rule_suffix(fixed_rule)} for every one"
     varying = [f"     {what:<{width}}  {rest}" for what, rest in rows]
@@ -181,6 +171,7 @@ def as_json(diff: PolicyDiff) -> dict[str, Any]:
 
 
 def _change_json(change: Change) -> dict[str, Any]:
+    sums = change.by_outcome()
     return {
         "family": change.version,
         "destinations": [
@@ -197,7 +188,20 @@ def _change_json(change: Change) -> dict[str, Any]:
         "before": change.before.as_dict() if change.before is not None else None,
         "after": change.after.as_dict() if change.after is not None else None,
         "addresses": change.size,
-        "sources": [
+        "by_outcome": [
+            {
+                **o.outcome.as_dict(),
+                "addresses": o.addresses,
+                "ranges": o.ranges,
+                "rules": [str(r) for r in o.rules],
+                "more_rules": o.more_rules,
+            }
+            for o in sums
+        ]
+        or None,
+        "sources": None
+        if sums
+        else [
             {
                 "first": addr.format_address(s.version, s.first),
                 "last": addr.format_address(s.version, s.last),

@@ -88,7 +88,7 @@ def test_the_review_example_shows_exactly_its_three_changes(review: Path) -> Non
     residential = loc("old.yaml", "- 100.64.0.0/16")
     pgws = [loc("pools/mobile.txt", f"100.65.{n}.0/20") for n in (0, 16, 32)]
     mobile = ", ".join(pgws) + " +1"
-    biz = loc("old.yaml", "- 198.51.100.0/24") + ", " + loc("old.yaml", "- 100.64.200.0/29")
+    biz = loc("old.yaml", "- 100.64.200.0/29") + ", " + loc("old.yaml", "- 198.51.100.0/24")
     ex77 = loc("old.yaml", "- prefix: 100.64.7.7/32")
     ex99 = loc("new.yaml", "- prefix: 100.64.9.9/32")
     moved = loc("new.yaml", "- 100.64.50.128/25")
@@ -174,8 +174,20 @@ def test_the_review_example_as_json(review: Path) -> None:
             "new_provider_mta": value_loc("new.yaml", "203.0.113.26"),
         }
     ]
-    assert third["addresses"] == 2**32  # every source, listed range by range
-    assert sum(s["addresses"] for s in third["sources"]) == 2**32
+    assert third["addresses"] == 2**32  # every source, summed up per outcome
+    assert third["sources"] is None
+    by = {(o["verdict"], o["reason"], o["plan"]): o for o in third["by_outcome"]}
+    assert sum(o["addresses"] for o in by.values()) == 2**32
+    assert by[("drop", "blocked", "residential")] == {
+        "verdict": "drop",
+        "reason": "blocked",
+        "plan": "residential",
+        "addresses": 65527,
+        "ranges": 3,
+        "rules": [loc("old.yaml", "- 100.64.0.0/16")],
+        "more_rules": 0,
+    }
+    assert first["by_outcome"] is None
     assert [e["ticket"] for e in doc["expiring_exemptions"]] == ["ABUSE-2001"]
 
 
