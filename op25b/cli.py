@@ -13,7 +13,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
 from op25b import __version__
@@ -67,6 +67,25 @@ def _build_parser() -> argparse.ArgumentParser:
     r.add_argument("--now", help="decide at this ISO time (default: now)")
     r.add_argument("--json", action="store_true")
     r.add_argument("--top", type=int, default=20, help="blocked sources to list (default 20)")
+
+    d = sub.add_parser(
+        "diff",
+        help="which decisions a policy change changes (exit 1 if any)",
+        description="List exactly the sources, destinations and ports whose decision "
+        "differs between OLD and NEW, with the deciding line of each file. "
+        "Exit 0: no change, 1: changes (or an invalid policy), 2: usage.",
+        epilog="example: op25b diff /etc/op25b/policy.yaml new.yaml --now 2026-01-01T00:00:00Z",
+    )
+    d.add_argument("old", help="the policy in force")
+    d.add_argument("new", help="the proposed policy")
+    d.add_argument("--now", help="evaluate exemptions at this ISO time (default: now)")
+    d.add_argument(
+        "--horizon",
+        type=int,
+        default=7,
+        help="also list NEW's exemptions expiring within this many days (default 7)",
+    )
+    d.add_argument("--json", action="store_true", help="the JSON document of docs/diff-format.md")
 
     run = sub.add_parser("run", help="the daemon: enforce a policy on a netfilter queue")
     run.add_argument("--policy", required=True)
@@ -216,6 +235,29 @@ def _cmd_replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+def _cmd_diff(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from op25b.errors import EXIT_CHANGED
+    from op25b.policy.compiled import compile_policy
+    from op25b.policy.diff import diff_policies
+    from op25b.policy.difftext import as_json, render_text
+    from op25b.policy.loader import PolicyError, load_policy
+
+    if args.horizon < 0:
+        raise argparse.ArgumentTypeError(f"--horizon must be 0 or more days: {args.horizon}")
+    now = _parse_now(args.now)
+    try:
+        old, new = (compile_policy(load_policy(p, now=now).policy) for p in (args.old, args.new))
+    except PolicyError as e:
+        print(e, file=err)
+        return EXIT_INVALID
+    diff = diff_policies(old, new, now, timedelta(days=args.horizon))
+    if args.json:
+        print(json.dumps(as_json(diff), indent=2), file=out)
+    else:
+        out.write(render_text(diff))
+    return EXIT_CHANGED if diff.changed else EXIT_OK
+
+
 def _missing(err: TextIO, what: str, exc: ImportError, extra: str) -> int:
     problem = MissingDependency(str(exc.name or exc), extra)
     print(f"op25b {what}: {problem}", file=err)
@@ -319,6 +361,7 @@ _COMMANDS = {
     "check": _cmd_check,
     "explain": _cmd_explain,
     "replay": _cmd_replay,
+    "diff": _cmd_diff,
     "run": _cmd_run,
     "report": _cmd_report,
     "lab": _cmd_lab,

@@ -84,6 +84,31 @@ def prefix_text(prefix: Prefix) -> str:
     return f"{format_address(prefix.version, prefix.network)}/{prefix.length}"
 
 
+def range_prefixes(version: int, first: int, last: int) -> list[Prefix]:
+    """The fewest prefixes that cover exactly the addresses ``first..last``."""
+    width = bits(version)
+    out: list[Prefix] = []
+    while first <= last:
+        # The biggest block that starts at ``first`` (alignment) and fits before ``last``.
+        align = (first & -first).bit_length() - 1 if first else width
+        fit = (last - first + 1).bit_length() - 1
+        size = min(align, fit)
+        out.append(Prefix(version, first, width - size))
+        first += 1 << size
+    return out
+
+
+def size_text(version: int, n: int) -> str:
+    """``n`` addresses as an engineer counts them: IPv4 addresses, IPv6 /64s."""
+    if version == 6 and n >= 1 << 64:
+        # Subscribers get a /64 or shorter, so /64s are the unit an ISP engineer counts;
+        # a remainder (a host exemption cut out of a pool) is kept exact.
+        nets, rest = divmod(n, 1 << 64)
+        text = f"{nets:,} /64" + ("" if nets == 1 else "s")
+        return text + (f" + {rest:,} address" + ("" if rest == 1 else "es") if rest else "")
+    return f"{n:,} address" + ("" if n == 1 else "es")
+
+
 def contains(prefix: Prefix, version: int, value: int) -> bool:
     """True when the address lies inside the prefix."""
     if version != prefix.version:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from op25b.policy.lpm import NO_MATCH, U32, PrefixTable
@@ -63,6 +63,26 @@ class CompiledPolicy:
     def plan_table(self, version: int) -> PrefixTable:
         """The raw plan LPM table for one IP version (index = per-version position)."""
         return (self._plans4 if version == 4 else self._plans6).table
+
+    def plan_ranges(self, version: int) -> Iterator[tuple[int, int, int]]:
+        """``(first, end, plan)``: plan-table indexes ``first..end-1`` belong to
+        ``policy.plans[plan]`` (for whole-table walks; lookups never use it)."""
+        idx = self._plans4 if version == 4 else self._plans6
+        ends = (*idx.offsets[1:], len(idx.table)) if idx.offsets else ()
+        return zip(idx.offsets, ends, idx.plan_ids, strict=True)
+
+    def prefix_location(self, version: int, index: int) -> Location:
+        """Where the plan prefix with plan-table index ``index`` is written."""
+        idx = self._plans4 if version == 4 else self._plans6
+        plan = self.policy.plans[idx.plan_ids[bisect_right(idx.offsets, index) - 1]]
+        return plan.prefixes.location(idx.local[index])
+
+    def exemption_table(
+        self, version: int
+    ) -> tuple[PrefixTable, tuple[tuple[Exemption, ...], ...]]:
+        """The exemption LPM table and, per table index, the exemptions covering it
+        (most specific first), as ``exemptions_of`` uses them."""
+        return self._exempt4 if version == 4 else self._exempt6
 
     def plan_index(self, version: int, addr: int) -> int:
         """Index into ``policy.plans`` of the source's plan, or -1; allocation-free."""

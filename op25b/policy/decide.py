@@ -55,7 +55,8 @@ class Reason(enum.Enum):
     BLOCKED = "blocked"
 
 
-_ACTION_VERDICT = {
+# The verdict of a blocked attempt under each policy action.
+ACTION_VERDICT = {
     Action.DROP: Verdict.DROP,
     Action.REJECT: Verdict.REJECT,
     Action.MONITOR: Verdict.MONITOR,
@@ -101,7 +102,7 @@ def decide_addresses(
             return Decision(Verdict.ACCEPT, Reason.EXEMPTION, plan_name, exemption.location)
     # The rule of a block is the plan prefix that made the source a guarded subscriber:
     # that is what an abuse desk or a support engineer needs to look at.
-    return Decision(_ACTION_VERDICT[policy.action], Reason.BLOCKED, plan_name, hit.location)
+    return Decision(ACTION_VERDICT[policy.action], Reason.BLOCKED, plan_name, hit.location)
 
 
 def decide(policy: CompiledPolicy, packet: Attempt, now: datetime) -> Decision:

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_right
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import accumulate, islice
 
@@ -219,6 +219,26 @@ class PrefixTable:
         bounds = self._sub_bounds
         j = bisect_right(self._sub_starts, addr & _MASK64, bounds[k], bounds[k + 1])
         return self._sub_labels[j - 1]
+
+    def segments(self) -> Iterator[tuple[int, int]]:
+        """Every interval as ``(first address, label)``, in address order, full width.
+
+        The intervals cover ``[0, 2**width)``; a label is a prefix index or NO_MATCH
+        (second levels are expanded in place, so a neighbour may repeat a label). For
+        whole-table walks such as ``op25b.policy.diff``; lookups never use it.
+        """
+        if self.width == 32:
+            yield from zip(self._starts, self._labels, strict=True)
+            return
+        sub_starts, sub_labels, bounds = self._sub_starts, self._sub_labels, self._sub_bounds
+        for key, label in zip(self._starts, self._labels, strict=True):
+            top = key << 64
+            if label >= NO_MATCH:
+                yield top, label
+            else:
+                k = -2 - label
+                for j in range(bounds[k], bounds[k + 1]):
+                    yield top | sub_starts[j], sub_labels[j]
 
     def parent(self, i: int) -> int:
         """Index of the nearest prefix strictly enclosing prefix ``i``, or NO_MATCH.

@@ -49,9 +49,11 @@ def _plans(plans: tuple[Plan, ...]) -> list[str]:
         v6 = [p for p in plan.prefixes if p.version == 6]
         parts = []
         if v4:
-            parts.append(f"{_count(len(v4), 'IPv4 prefix')} ({_v4_size(_covered(v4, 32))})")
+            size = addr.size_text(4, _covered(v4, 32))
+            parts.append(f"{_count(len(v4), 'IPv4 prefix')} ({size})")
         if v6:
-            parts.append(f"{_count(len(v6), 'IPv6 prefix')} ({_v6_size(_covered(v6, 128))})")
+            size = addr.size_text(6, _covered(v6, 128))
+            parts.append(f"{_count(len(v6), 'IPv6 prefix')} ({size})")
         files = plan.prefixes.files[1:]  # files[0] is the policy itself
         origin = f"  from {', '.join(files)}" if files else ""
         lines.append(f"  {plan.name:<{width}}  {status}  {', '.join(parts)}{origin}")
@@ -82,7 +84,7 @@ def _exemptions(exemptions: tuple[Exemption, ...], now: datetime) -> list[str]:
     for e, text in zip(exemptions, texts, strict=True):
         state = "active " if e.active(now) else "EXPIRED"
         reason = f"  {e.reason}" if e.reason else ""
-        lines.append(f"  {state}  {text:<{pw}}  {e.ticket:<{tw}}  {_expiry(e.expires)}{reason}")
+        lines.append(f"  {state}  {text:<{pw}}  {e.ticket:<{tw}}  {expiry_text(e.expires)}{reason}")
     lines.append("")
     return lines
 
@@ -141,19 +143,8 @@ def _count(n: int, noun: str) -> str:
     return f"{n:,} {noun}es" if noun.endswith("x") else f"{n:,} {noun}s"
 
 
-def _v4_size(n: int) -> str:
-    return f"{n:,} address" + ("" if n == 1 else "es")
-
-
-def _v6_size(n: int) -> str:
-    # Subscribers get a /64 or shorter, so /64s are the unit an ISP engineer counts.
-    if n >= 1 << 64 and n % (1 << 64) == 0:
-        nets = n >> 64
-        return f"{nets:,} /64" + ("" if nets == 1 else "s")
-    return f"{n:,} address" + ("" if n == 1 else "es")
-
-
-def _expiry(expires: datetime) -> str:
+def expiry_text(expires: datetime) -> str:
+    """``through 2027-01-31 UTC`` for a date, ``until ... UTC`` for an instant."""
     if expires.timetz() == time(0, tzinfo=UTC):
         last_day = datetime.fromordinal(expires.toordinal() - 1)
         return f"through {last_day:%Y-%m-%d} UTC"
