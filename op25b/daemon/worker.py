@@ -195,6 +195,9 @@ class Worker:
             params = (("final", "1"), *params)
             msg = "final " + msg
         self.syslog.send(Severity.INFO, msg, msgid="counters", params=params)
+        if self.mirror_stderr:  # a terminal (not the journal) sees the counters too
+            busiest = dict(params)["max_loop_ms"]
+            print(f"op25b[{self.queue_num}]: {msg}; max_loop_ms={busiest}", file=self.err)
 
     def _notify_new_sources(self) -> None:
         for pkt, d in self.enforcer.new_sources:

@@ -39,6 +39,7 @@ from op25b.policy.decide import Decision
 # pending or the oldest has waited this long.
 _FLUSH_COUNT = 64
 _FLUSH_AGE = 0.005
+_READS_PER_SECOND = 20_000  # cache entries a read may parse per second of period
 
 Counts = dict[tuple[int, int], int]
 
@@ -98,8 +99,11 @@ class BlockCache:
         self._pending: dict[tuple[int, int], Decision] = {}
         self._pending_since = 0.0
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="op25b-cache")
-        # Results in submission order: (future, generation it reads, kind).
-        self._results: deque[tuple[Future[Counts | None], _Generation, str]] = deque()
+        # Results in submission order; reads and rotations are turned into hits on the
+        # I/O thread too (100k entries are ~50 ms of dict work the loop must not do).
+        self._results: deque[Future[list[CachedHits]]] = deque()
+        self._last_read = 0.0
+        self._last_size = 0  # entries seen by the last read or rotation
         self.errors = 0
         self.last_error = ""
         self.adds = 0  # sources handed to the kernel
@@ -137,11 +141,20 @@ class BlockCache:
 
     # -- reads and rotations (asynchronous) --------------------------------------
 
-    def start_read(self) -> None:
-        """Ask for the live sets' counters; the hits come back through ``poll()``."""
-        if self.reader and (self._gen.live or self.resolve is not None):
-            self.flush()
-            self._submit(self.kernel.cache_counts, "read")
+    def start_read(self, now: float | None = None) -> None:
+        """Ask for the live sets' counters; the hits come back through ``poll()``.
+
+        A big cache is read less often (every ``entries / 20,000`` seconds at least):
+        reads only make attribution prompter, the rotation's final counts keep it exact.
+        """
+        if not self.reader or (not self._gen.live and self.resolve is None):
+            return
+        now = time.monotonic() if now is None else now
+        if now - self._last_read < self._last_size / _READS_PER_SECOND:
+            return
+        self._last_read = now
+        self.flush()
+        self._submit(self.kernel.cache_counts, "read")
 
     def start_rotation(self) -> None:
         """Swap in empty sets now (in order after pending adds); hits via ``poll()``.
@@ -154,27 +167,27 @@ class BlockCache:
         self._gen = _Generation()
 
     def _submit(self, fn: Callable[..., Counts | None], kind: str, *args: object) -> None:
-        def call() -> Counts | None:
+        gen = self._gen
+
+        def call() -> list[CachedHits]:
             try:
-                return fn(*args)
+                counts = fn(*args)
             except Exception as e:  # the daemon still decides these sources; keep going
                 self.errors += 1
                 self.last_error = f"{kind}: {e}"
-                return None
+                return []
+            if counts is None or kind == "add":
+                return []
+            self._last_size = len(counts)
+            return self._hits(gen, counts)
 
-        self._results.append((self._io.submit(call), self._gen, kind))
+        self._results.append(self._io.submit(call))
 
     def poll(self, wait: bool = False) -> list[CachedHits]:
         """Hits of the reads and rotations finished so far, in order (``wait``: all)."""
         out: list[CachedHits] = []
-        while self._results:
-            future, gen, kind = self._results[0]
-            if not wait and not future.done():
-                break
-            self._results.popleft()
-            counts = future.result()
-            if counts is not None and kind != "add":
-                out.extend(self._hits(gen, counts))
+        while self._results and (wait or self._results[0].done()):
+            out.extend(self._results.popleft().result())
         return out
 
     @property
@@ -183,6 +196,9 @@ class BlockCache:
         return len(self._results)
 
     def _hits(self, gen: _Generation, counts: Counts) -> list[CachedHits]:
+        # On the I/O thread. The loop may add keys to gen.live meanwhile (dict updates
+        # are atomic); gen.seen is written here only (the loop's setdefault never
+        # overwrites), so nothing is counted twice.
         out: list[CachedHits] = []
         for key, packets in counts.items():
             d = gen.live.get(key)
