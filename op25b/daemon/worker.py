@@ -18,7 +18,7 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TextIO
@@ -46,12 +46,17 @@ from op25b.policy.compiled import CompiledPolicy
 from op25b.policy.model import DaemonConfig, Policy, SyslogTransport
 
 
-def _journal_owns_stderr() -> bool:
-    """True when stderr is systemd's journal stream: syslog already gets every line."""
-    stream = os.environ.get("JOURNAL_STREAM", "")
+def journal_owns_stderr(fd: int = 2, environ: Mapping[str, str] = os.environ) -> bool:
+    """True when ``fd`` is systemd's journal stream: syslog already gets every line.
+
+    systemd sets JOURNAL_STREAM to the device and inode of the stream it connected to
+    stdout/stderr; under it, mirroring each syslog line on stderr would put every line
+    in the journal twice (once without its severity).
+    """
+    stream = environ.get("JOURNAL_STREAM", "")
     dev, _, ino = stream.partition(":")
     try:
-        st = os.fstat(2)
+        st = os.fstat(fd)
         return bool(stream) and (st.st_dev, st.st_ino) == (int(dev), int(ino))
     except (OSError, ValueError):
         return False
@@ -90,7 +95,7 @@ class Worker:
         # input parses the classic BSD header, not RFC 5424; network collectors get 5424.
         unix_format = "local" if cfg.syslog.transport is SyslogTransport.UNIX else "rfc5424"
         self.syslog = SyslogSender(cfg.syslog, procid=f"{os.getpid()}", unix_format=unix_format)
-        self.mirror_stderr = not _journal_owns_stderr()
+        self.mirror_stderr = not journal_owns_stderr()
         self.aggregator = AbuseAggregator(
             window=cfg.abuse_window,
             v6_aggregate=cfg.v6_aggregate,

@@ -470,3 +470,15 @@ def test_worker_config_is_the_policy_daemon_section(env: Env) -> None:
     w = env.worker()
     assert w.cfg == replace(load_policy(env.policy).policy.daemon)
     assert w.cfg.rules_check_interval == 0.05
+
+
+def test_under_systemd_each_line_goes_to_the_journal_once(tmp_path: Path) -> None:
+    from op25b.daemon.worker import journal_owns_stderr
+
+    with open(tmp_path / "stream", "w") as f:
+        st = os.fstat(f.fileno())
+        env = {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+        assert journal_owns_stderr(f.fileno(), env)
+        assert not journal_owns_stderr(f.fileno(), {})  # a terminal or a pipe: mirror
+        assert not journal_owns_stderr(f.fileno(), {"JOURNAL_STREAM": "1:2"})
+        assert not journal_owns_stderr(f.fileno(), {"JOURNAL_STREAM": "garbage"})
