@@ -121,6 +121,7 @@ class Worker:
         self.flags = SignalFlags()
         self.on_reloaded: Callable[[], None] | None = None  # main restarts followers
         self.on_tick: Callable[[], None] | None = None  # main reaps followers
+        self.on_stopping: Callable[[], None] | None = None  # main stops the followers
         self._results: list[Loaded] = []
         self._results_lock = threading.Lock()
         self._next_set_refresh: datetime | None = None
@@ -166,6 +167,7 @@ class Worker:
             "callback_errors": self.binding.callback_errors if self.binding else 0,
         }
         if self.cache is not None:
+            out["block_cache_adds"] = self.cache.adds
             out["block_cache_errors"] = self.cache.errors
             out["block_cache_unattributed"] = self.cache.unattributed
         if self.leader:
@@ -498,5 +500,3 @@ class Worker:
         self.log(Severity.INFO, "stopped", "stop")
         self.syslog.close()
         return code
-
-    on_stopping: Callable[[], None] | None = None  # main: stop and reap the followers
