@@ -371,7 +371,9 @@ class Worker:
         self._timers.set_period("watchdog", self.notifier.watchdog_interval or 3600.0)
         if self.leader:
             self.notifier.ready(self.status())
-        self.log(Severity.INFO, f"started: {self.status()}", "start")
+        # "started" is the leader's word alone: it is said once every queue is bound.
+        word = "started" if self.leader else "follower ready"
+        self.log(Severity.INFO, f"{word}: {self.status()}", "start")
 
     def step(self, max_wait: float | None = None) -> int | None:
         """One turn of the loop: wait for packets or a timer, then act.
