@@ -174,8 +174,9 @@ class Capture:
         self.unsupported_links: dict[int, int] = {}
         self.size: int | None = None
 
-    def _fail(self, index: int, offset: int, what: str) -> CaptureError:
-        return CaptureError(f"{self.path}: record {index} at offset {offset}: {what}")
+    def _fail(self, index: int, offset: int, what: str, unit: str = "block") -> CaptureError:
+        # pcapng is made of blocks (packets are some of them); pcap of records.
+        return CaptureError(f"{self.path}: {unit} {index} at offset {offset}: {what}")
 
     def records(self) -> Iterator[Record]:
         """Every record of the file, in file order."""
@@ -247,6 +248,7 @@ class Capture:
                         index + 1,
                         base + off,
                         f"captured length {caplen} exceeds {MAX_RECORD} bytes",
+                        "record",
                     )
                 stop = off + 16 + caplen
                 if stop > end:
