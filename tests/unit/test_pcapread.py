@@ -391,7 +391,7 @@ def check_one_line_error(path: Path, message: str) -> None:
 
 
 def test_hostile_pcap_one_line_errors(tmp_path: Path, alarm: None) -> None:
-    path, data = three_syns(tmp_path)
+    _path, data = three_syns(tmp_path)
     for name, content, message in hostile_pcap(data):
         bad = tmp_path / f"{name}.pcap"
         bad.write_bytes(content)
@@ -399,7 +399,7 @@ def test_hostile_pcap_one_line_errors(tmp_path: Path, alarm: None) -> None:
 
 
 def test_hostile_pcapng_one_line_errors(tmp_path: Path, alarm: None) -> None:
-    path, data = three_syns(tmp_path, ng=True)
+    _path, data = three_syns(tmp_path, ng=True)
     for name, content, message in hostile_pcapng(data):
         bad = tmp_path / f"{name}.pcapng"
         bad.write_bytes(content)

@@ -185,7 +185,9 @@ def test_deciding_lines_come_from_each_file(files: tuple[Path, Path, list[Frame]
     moved = by[(BLOCKED, EXEMPT_PLAN)]
     assert moved["after"]["rule"] == location(new, "100.64.1.0/25")
     assert by[(BLOCKED, PROVIDER)]["after"]["rule"] == location(new, "192.0.2.35")
-    assert by[(NOT_GUARDED, BLOCKED)]["before"]["rule"] == location(EXAMPLE, "guarded_ports:", "[25]")
+    assert by[(NOT_GUARDED, BLOCKED)]["before"]["rule"] == location(
+        EXAMPLE, "guarded_ports:", "[25]"
+    )
 
 
 def test_text_table(files: tuple[Path, Path, list[Frame]]) -> None:
