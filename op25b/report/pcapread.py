@@ -309,7 +309,8 @@ class Capture:
                         f"({end - off} of 12 bytes)"
                     )
                 return
-            if buf[off : off + 4] == _PCAPNG_SHB:
+            btype, blen = hdr(buf, off)
+            if btype == _BT_SHB:  # a palindrome: the same in either byte order
                 # A new section: its byte-order magic says how to read everything in it.
                 bom = buf[off + 8 : off + 12]
                 if bom not in _PCAPNG_BOM:
@@ -319,7 +320,7 @@ class Capture:
                 u32 = struct.Struct(order + "I").unpack_from
                 epb = struct.Struct(order + "IIIII").unpack_from
                 ifaces = []
-            btype, blen = hdr(buf, off)
+                btype, blen = hdr(buf, off)
             if blen < 12 or blen % 4 or blen > MAX_BLOCK:
                 raise self._fail(index + 1, base + off, f"bad block length {blen}")
             stop = off + blen
@@ -346,7 +347,11 @@ class Capture:
                 iface, ts_hi, ts_lo, caplen, _ = epb(buf, off + 8)
                 if btype == _BT_PB:  # a 16-bit interface id, then a 16-bit drop count
                     iface = iface & 0xFFFF if order == "<" else iface >> 16
-                linktype, _, scale, tsoffset = self._link(ifaces, iface, index, base + off)
+                linktype, _, scale, tsoffset = (
+                    ifaces[iface]
+                    if iface < len(ifaces)
+                    else self._link(ifaces, iface, index, base + off)
+                )
                 if caplen > MAX_RECORD or 32 + caplen > blen:
                     raise self._fail(
                         index,
@@ -355,7 +360,9 @@ class Capture:
                     )
                 yield (
                     ((ts_hi << 32) | ts_lo) * scale + tsoffset,
-                    self._payload(linktype, buf, off + 28, off + 28 + caplen),
+                    ip_bytes(linktype, buf, off + 28, off + 28 + caplen)
+                    if linktype in SUPPORTED_LINKS
+                    else self._payload(linktype, buf, off + 28, off + 28 + caplen),
                 )
             elif btype == _BT_SPB:
                 yield self._simple(buf, off, base, index, ifaces, blen, order)
