@@ -293,50 +293,38 @@ class Capture:
         eof = False
         while True:
             end = len(buf)
-            if end - off < 12 and not eof:
-                more = self._read(f, _CHUNK)
-                if progress is not None:
-                    progress(f.tell())
-                buf = buf[off:] + more
-                base += off
-                off = 0
-                eof = not more
-                continue
-            if end - off < 12:
-                if end > off:
-                    self.truncated = (
-                        f"block {index + 1} at offset {base + off}: block header cut short "
-                        f"({end - off} of 12 bytes)"
-                    )
-                return
-            btype, blen = hdr(buf, off)
-            if btype == _BT_SHB:  # a palindrome: the same in either byte order
-                # A new section: its byte-order magic says how to read everything in it.
-                bom = buf[off + 8 : off + 12]
-                if bom not in _PCAPNG_BOM:
-                    raise self._fail(index + 1, base + off, f"bad byte-order magic {bom.hex()}")
-                order = _PCAPNG_BOM[bom]
-                hdr = struct.Struct(order + "II").unpack_from
-                u32 = struct.Struct(order + "I").unpack_from
-                epb = struct.Struct(order + "IIIII").unpack_from
-                ifaces = []
+            need = 12  # the block header, then the whole block
+            if end - off >= 12:
                 btype, blen = hdr(buf, off)
-            if blen < 12 or blen % 4 or blen > MAX_BLOCK:
-                raise self._fail(index + 1, base + off, f"bad block length {blen}")
-            stop = off + blen
-            if stop > end:
-                if eof:
+                if btype == _BT_SHB:  # a palindrome: the same in either byte order
+                    # A new section: its byte-order magic says how to read all in it.
+                    bom = buf[off + 8 : off + 12]
+                    if bom not in _PCAPNG_BOM:
+                        raise self._fail(index + 1, base + off, f"bad byte-order magic {bom.hex()}")
+                    order = _PCAPNG_BOM[bom]
+                    hdr = struct.Struct(order + "II").unpack_from
+                    u32 = struct.Struct(order + "I").unpack_from
+                    epb = struct.Struct(order + "IIIII").unpack_from
+                    ifaces = []
+                    btype, blen = hdr(buf, off)
+                if blen < 12 or blen % 4 or blen > MAX_BLOCK:
+                    raise self._fail(index + 1, base + off, f"bad block length {blen}")
+                need = blen
+            if end - off < need:
+                if not eof:
+                    more = self._read(f, max(_CHUNK, need))
+                    if progress is not None:
+                        progress(f.tell())
+                    buf = buf[off:] + more
+                    base += off
+                    off = 0
+                    eof = not more
+                    continue
+                if end > off:  # the file ends inside this block
                     index += 1
-                    yield from self._pcapng_cut(buf, off, base, index, btype, blen, ifaces, epb)
-                    return
-                more = self._read(f, max(_CHUNK, blen))
-                if progress is not None:
-                    progress(f.tell())
-                buf = buf[off:] + more
-                base += off
-                off = 0
-                eof = not more
-                continue
+                    yield from self._pcapng_cut(buf, off, base, index, need, ifaces, epb)
+                return
+            stop = off + blen
             index += 1
             (trail,) = u32(buf, stop - 4)
             if trail != blen:
@@ -435,17 +423,18 @@ class Capture:
         off: int,
         base: int,
         index: int,
-        btype: int,
-        blen: int,
+        need: int,
         ifaces: list[tuple[int, int, float, float]],
         epb: Callable[[bytes, int], tuple[int, ...]],
     ) -> Iterator[Record]:
         """The file ends inside block ``index``: yield what a packet block still has."""
         have = len(buf) - off
-        self.truncated = (
-            f"block {index} at offset {base + off}: {have} of {blen} block bytes present"
-        )
-        if btype == _BT_EPB and have >= 28:
+        where = f"block {index} at offset {base + off}"
+        if have < 12:
+            self.truncated = f"{where}: block header cut short ({have} of 12 bytes)"
+            return
+        self.truncated = f"{where}: {have} of {need} block bytes present"
+        if have >= 28 and epb(buf, off)[0] == _BT_EPB:
             iface, ts_hi, ts_lo, caplen, _ = epb(buf, off + 8)
             linktype, _, scale, tsoffset = self._link(ifaces, iface, index, base + off)
             ts = ((ts_hi << 32) | ts_lo) * scale + tsoffset
