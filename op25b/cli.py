@@ -213,10 +213,11 @@ def _cmd_replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             res = replay.replay(compiled[0], args.capture, now, progress.update)
             totals = res
     except replay.CaptureError as e:
-        progress.close()
+        progress.close()  # before the message, which must start its own line
         print(f"op25b replay: {e}", file=err)
         return EXIT_INVALID
-    progress.close()
+    finally:
+        progress.close()  # also on Ctrl-C: the shell prompt starts on a clean line
     for note in totals.notes(args.capture):
         print(f"op25b replay: warning: {note}", file=err)
     if args.against:

@@ -29,6 +29,7 @@ from op25b.dataplane.packet import IPV6_EXTENSIONS_WALKED, Packet, PacketError, 
 from op25b.policy.addr import format_address
 from op25b.policy.compiled import CompiledPolicy
 from op25b.policy.decide import Decision, Reason, decide
+from op25b.report.linklayer import SUPPORTED_LINKS
 from op25b.report.pcapread import Capture, CaptureError, ProgressFn, Record
 
 __all__ = [
@@ -81,9 +82,9 @@ class WalkTotals:
     def notes(self, path: str) -> list[str]:
         """Warnings for stderr: what the capture did not let replay read."""
         lines = [f"{path}: {self.truncated} (the capture ends early)"] if self.truncated else []
+        known = ", ".join(str(lt) for lt in sorted(SUPPORTED_LINKS))
         lines += [
-            f"{path}: {n} frames of link type {lt} skipped (replay reads link types "
-            "0, 1, 101, 108, 113, 228, 229, 276)"
+            f"{path}: {n} frames of link type {lt} skipped (replay reads link types {known})"
             for lt, n in sorted(self.unsupported_links.items())
         ]
         return lines
