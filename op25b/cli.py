@@ -63,10 +63,18 @@ def _build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("replay", help="run a pcap capture through the policy")
     r.add_argument("policy")
-    r.add_argument("capture")
+    r.add_argument("capture", help="pcap or pcapng file")
     r.add_argument("--now", help="decide at this ISO time (default: now)")
     r.add_argument("--json", action="store_true")
-    r.add_argument("--top", type=int, default=20, help="blocked sources to list (default 20)")
+    r.add_argument(
+        "--top", type=int, default=20, help="blocked sources (or pairs per change) to list"
+    )
+    r.add_argument(
+        "--against",
+        metavar="OLD",
+        help="also decide under policy OLD and list the connections whose decision "
+        "changes (exit 1 if any)",
+    )
 
     d = sub.add_parser(
         "diff",
@@ -177,61 +185,51 @@ def _cmd_explain(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _cmd_replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from op25b.errors import EXIT_CHANGED
     from op25b.policy.compiled import compile_policy
     from op25b.policy.loader import PolicyError, load_policy
-    from op25b.report.replay import CaptureError, replay
+    from op25b.report import replay, replaydiff
+    from op25b.util.progress import Progress
 
+    now = _parse_now(args.now)
     try:
-        policy = load_policy(args.policy).policy
+        compiled = [
+            compile_policy(load_policy(p, now=now).policy)
+            for p in (args.policy, *([args.against] if args.against else []))
+        ]
     except PolicyError as e:
         print(e, file=err)
         return EXIT_INVALID
+    progress = Progress(err, "op25b replay")
+    with contextlib.suppress(OSError):
+        progress.total = os.stat(args.capture).st_size
     try:
-        res = replay(compile_policy(policy), args.capture, _parse_now(args.now))
-    except CaptureError as e:
+        if args.against:
+            diff = replaydiff.replay_against(
+                compiled[1], compiled[0], args.capture, now, progress.update
+            )
+            totals: replay.WalkTotals = diff
+        else:
+            res = replay.replay(compiled[0], args.capture, now, progress.update)
+            totals = res
+    except replay.CaptureError as e:
+        progress.close()  # before the message, which must start its own line
         print(f"op25b replay: {e}", file=err)
         return EXIT_INVALID
-    blocked = sorted(
-        res.blocked.values(), key=lambda b: (-b.packets, -len(b.destinations), b.source)
-    )
+    finally:
+        progress.close()  # also on Ctrl-C: the shell prompt starts on a clean line
+    for note in totals.notes(args.capture):
+        print(f"op25b replay: warning: {note}", file=err)
+    if args.against:
+        if args.json:
+            print(json.dumps(replaydiff.as_json(diff), indent=2), file=out)
+        else:
+            replaydiff.write_text(diff, args.capture, args.top, out)
+        return EXIT_CHANGED if diff.changes else EXIT_OK
     if args.json:
-        doc = {
-            "packets_read": res.packets_read,
-            "ip_packets": res.ip_packets,
-            "decided": res.decided,
-            "established_skipped": res.established_skipped,
-            "parse_errors": res.parse_errors,
-            "verdicts": dict(sorted(res.by_verdict.items())),
-            "reasons": dict(sorted(res.by_reason.items())),
-            "blocked_sources": [
-                {
-                    "source": b.source,
-                    "plan": b.plan,
-                    "packets": b.packets,
-                    "distinct_destinations": len(b.destinations),
-                    "destinations": sorted(b.destinations),
-                }
-                for b in blocked
-            ],
-        }
-        print(json.dumps(doc, indent=2), file=out)
-        return EXIT_OK
-    print(
-        f"{args.capture}: {res.packets_read} packets read, {res.decided} decided, "
-        f"{res.established_skipped} of established connections skipped, "
-        f"{res.parse_errors} unparsable",
-        file=out,
-    )
-    for title, counts in (("by verdict:", res.by_verdict), ("by reason: ", res.by_reason)):
-        print(title, ", ".join(f"{k} {v}" for k, v in sorted(counts.items())), file=out)
-    if blocked:
-        print(f"\nblocked sources ({len(blocked)}):", file=out)
-        print(f"  {'source':<40} {'plan':<16} {'attempts':>8} {'distinct dst':>12}", file=out)
-        for b in blocked[: args.top]:
-            print(
-                f"  {b.source:<40} {b.plan or '-':<16} {b.packets:>8} {len(b.destinations):>12}",
-                file=out,
-            )
+        print(json.dumps(replay.as_json(res), indent=2), file=out)
+    else:
+        replay.write_text(res, args.capture, args.top, out)
     return EXIT_OK
 
 
