@@ -16,6 +16,16 @@ COMMENT = "-m comment --comment op25b"
 MARK_MASK = 0x00F00000
 ACCEPT_MARK = 0x00A00000
 REJECT_MARK = 0x00B00000
+# The conntrack mark (same nibble) of a connection op25b let through: only packets of
+# such connections skip the decision. 0xc, not 0xa: an admin's ``CONNMARK
+# --restore-mark`` copies the connmark into the packet mark, and that copy must never
+# read as a verdict.
+TRUSTED_CONNMARK = 0x00C00000
+
+# The one nft table op25b owns (family inet: v4 and v6 in one table). It clears op25b's
+# mark nibble on entry to FORWARD; see ``op25b.kernel.nfttext`` for why nft and why there.
+NFT_FAMILY = "inet"
+NFT_TABLE = "op25b"
 
 
 SET_PREFIX = "op25b-"

@@ -3,7 +3,9 @@
 The rule text is ``op25b.kernel.ruletext`` (pure); this module runs it through
 ``iptables-restore --noflush`` / ``ip6tables-restore --noflush`` (one kernel
 transaction per table) and ``ipset restore``. Sets are created before rules that
-reference them and destroyed after the rules are gone.
+reference them and destroyed after the rules are gone. op25b's nft table (which clears
+its mark bits on entry, ``op25b.kernel.nfttext``) goes in before the rules that rely on
+it and comes out after them, each with one ``nft -f`` transaction.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from collections.abc import Sequence
 from op25b.kernel.commands import run_command
 from op25b.kernel.integrity import KernelState, parse_set_headers, parse_table
 from op25b.kernel.ipsets import apply_sets, destroy_sets, list_sets
-from op25b.kernel.names import CHAIN, SET_PREFIX, all_set_names, set_name
+from op25b.kernel.names import CHAIN, NFT_FAMILY, NFT_TABLE, SET_PREFIX, all_set_names, set_name
+from op25b.kernel.nfttext import render_table, render_table_removal, table_present
 from op25b.kernel.ruletext import TABLES, RuleConfig, render_removal, render_rules
 from op25b.kernel.setcontents import SetContents
 
@@ -30,6 +33,17 @@ def _save(version: int, cmd_prefix: Sequence[str]) -> str:
 def _restore(version: int, text: str, cmd_prefix: Sequence[str]) -> None:
     if text:
         run_command([_binary(version, "-restore"), "--noflush"], cmd_prefix, text)
+
+
+def _nft(text: str, cmd_prefix: Sequence[str]) -> None:
+    run_command(["nft", "-f", "-"], cmd_prefix, text)
+
+
+def nft_table(cmd_prefix: Sequence[str] = ()) -> str:
+    """``nft list table`` of op25b's table, or "" when it is absent."""
+    if not table_present(run_command(["nft", "list", "tables"], cmd_prefix)):
+        return ""
+    return run_command(["nft", "list", "table", NFT_FAMILY, NFT_TABLE], cmd_prefix)
 
 
 def install(cfg: RuleConfig, sets: SetContents, cmd_prefix: Sequence[str] = ()) -> None:
@@ -51,7 +65,11 @@ def install(cfg: RuleConfig, sets: SetContents, cmd_prefix: Sequence[str] = ()) 
 
 
 def install_rules(cfg: RuleConfig, cmd_prefix: Sequence[str] = ()) -> None:
-    """Replace the rules only (their sets must exist): what a repair of moved rules needs."""
+    """Replace the rules only (their sets must exist): what a repair of moved rules needs.
+
+    op25b's nft table goes first: the rules rely on it to clear op25b's mark bits.
+    """
+    _nft(render_table(cfg.guarded_ports), cmd_prefix)
     for v in (4, 6):
         _restore(v, render_rules(cfg, v, _save(v, cmd_prefix)), cmd_prefix)
 
@@ -82,14 +100,14 @@ def remove(cmd_prefix: Sequence[str] = ()) -> None:
     """Remove exactly op25b's jumps, chains and sets; a no-op when nothing is installed."""
     for v in (4, 6):
         _restore(v, render_removal(_save(v, cmd_prefix)), cmd_prefix)
+    _nft(render_table_removal(), cmd_prefix)
     destroy_sets(all_set_names(), cmd_prefix)
 
 
 _COUNTED = re.compile(r"^\[(\d+):\d+\] -A " + CHAIN + r" (.*)$")
 _FAST_PATH_RULES = (
     ("provider_mta", re.compile(r"--match-set op25b-mta[46] dst -j MARK")),
-    ("exempt", re.compile(r"(?<!! )--match-set op25b-allow[46] src -j MARK")),
-    ("not_subscriber", re.compile(r"! --match-set op25b-subs[46] src -j MARK")),
+    ("exempt", re.compile(r"--match-set op25b-allow[46] src -j MARK")),
 )
 
 
@@ -123,6 +141,7 @@ def status(cmd_prefix: Sequence[str] = ()) -> str:
                 table = line[1:]
             elif CHAIN in line.split():
                 out.append(f"{_binary(v, '')} {table}: {line}")
+    out += [f"nft: {ln.strip()}" for ln in nft_table(cmd_prefix).splitlines() if ln.strip()]
     for name in list_sets(cmd_prefix):
         if not name.startswith(SET_PREFIX):
             continue

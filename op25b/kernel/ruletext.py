@@ -7,13 +7,29 @@ reached (checked on this kernel: a DROP after a bypassed NFQUEUE in filter/OUTPU
 matched nothing). A fail-static fallback placed after the queue rule would be dead
 code and the daemon-down behaviour would silently be "open". So:
 
-- ``mangle`` FORWARD (priority -150) jumps to chain ``OP25B`` which *asks*: already
-  decided (our mark) or ESTABLISHED/RELATED -> RETURN; optional kernel fast path and
-  verdict cache; then ``NFQUEUE --queue-bypass``.
-- ``filter`` FORWARD (priority 0) jumps to chain ``OP25B`` which *enforces*: ACCEPT_MARK
-  -> RETURN, REJECT_MARK -> REJECT tcp-reset, ESTABLISHED/RELATED -> RETURN, and
-  anything left was never decided by a daemon (none bound, or a fail-open queue
-  overflow) and gets the ``on_daemon_down`` fallback.
+- ``mangle`` FORWARD (priority -150) jumps to chain ``OP25B`` which *asks*: a trusted
+  connection (below) or already decided (our mark) -> RETURN; optional kernel fast path
+  and verdict cache; then ``NFQUEUE --queue-bypass``.
+- ``filter`` FORWARD (priority 0) jumps to chain ``OP25B`` which *enforces*: trusted ->
+  RETURN, ACCEPT_MARK -> trust the connection and RETURN, REJECT_MARK -> REJECT
+  tcp-reset, and anything left was never decided by a daemon (none bound, or a
+  fail-open queue overflow) and gets the ``on_daemon_down`` fallback.
+
+Trust only what op25b let through. Conntrack state alone proves nothing about the
+subscriber: a packet arriving from outside creates an entry too (an external host
+sends a SYN *from* port 25, and the subscriber's answers to it are "ESTABLISHED" TCP to
+port 25), and loose pickup makes a mid-stream ACK a connection. So a packet skips the
+decision only when its connection carries TRUSTED_CONNMARK -- set in filter when a
+packet with our ACCEPT_MARK (a daemon accept, or a fast-path accept) passes in the
+connection's original direction -- *and* it is ESTABLISHED in the ORIGINAL direction.
+Everything else to a guarded port is decided: reply-direction packets, RELATED,
+INVALID, connections that existed before op25b started. The packet-mark nibble is
+cleared on entry by op25b's nft table (``op25b.kernel.nfttext``), so a mark set
+upstream cannot pass for a verdict either.
+
+The FORWARD jumps match subscriber sources only (``op25b-subs4/6``): anything else is
+``not_subscriber`` whatever the daemon would say, so internet scans of subscribers'
+port 25 never reach userspace (and are not counted by op25b).
 
 The daemon's verdicts: accept = mark ACCEPT_MARK then ``repeat()`` (or ``accept()``:
 both reach filter with the mark); reject = mark REJECT_MARK then ``repeat()``; drop =
@@ -32,7 +48,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from op25b.kernel.names import ACCEPT_MARK, CHAIN, COMMENT, MARK_MASK, REJECT_MARK, set_name
+from op25b.kernel.names import (
+    ACCEPT_MARK,
+    CHAIN,
+    COMMENT,
+    MARK_MASK,
+    REJECT_MARK,
+    TRUSTED_CONNMARK,
+    set_name,
+)
 from op25b.policy.model import Action, DownMode, Policy
 
 MULTIPORT_MAX = 15  # xt_multiport limit of ports per rule
@@ -89,18 +113,32 @@ def _mark(value: int) -> str:
     return f"-m mark --mark {value:#x}/{_MARK}"
 
 
-def _set_match(kind: str, version: int, direction: str, negate: bool = False) -> str:
-    bang = "! " if negate else ""
-    return f"-m set {bang}--match-set {set_name(kind, version)} {direction}"
+def _set_match(kind: str, version: int, direction: str) -> str:
+    return f"-m set --match-set {set_name(kind, version)} {direction}"
 
 
-def _jumps(cfg: RuleConfig) -> list[str]:
-    """FORWARD jump rules, in final order, at most 15 ports each."""
+def _jumps(cfg: RuleConfig, version: int) -> list[str]:
+    """FORWARD jump rules, in final order, at most 15 ports each, subscribers only."""
     ports = sorted(set(cfg.guarded_ports))
     chunks = [ports[i : i + MULTIPORT_MAX] for i in range(0, len(ports), MULTIPORT_MAX)]
+    subs = _set_match("subs", version, "src")
     return [
-        f"-p tcp -m multiport --dports {','.join(map(str, c))} {COMMENT} -j {CHAIN}" for c in chunks
+        f"-p tcp -m multiport --dports {','.join(map(str, c))} {subs} {COMMENT} -j {CHAIN}"
+        for c in chunks
     ]
+
+
+# First in both chains: it is what nearly every packet of an accepted flow meets.
+TRUSTED_RETURN = (
+    f"-m connmark --mark {TRUSTED_CONNMARK:#x}/{_MARK} "
+    "-m conntrack --ctstate ESTABLISHED --ctdir ORIGINAL -j RETURN"
+)
+# Only in the original direction: the connection op25b let through is the one the
+# subscriber opened; an accepted reply-direction packet trusts nothing.
+TRUST = (
+    f"{_mark(ACCEPT_MARK)} -m conntrack --ctdir ORIGINAL "
+    f"-j CONNMARK --set-xmark {TRUSTED_CONNMARK:#x}/{_MARK}"
+)
 
 
 def _queue_target(cfg: RuleConfig) -> str:
@@ -115,23 +153,24 @@ def _queue_target(cfg: RuleConfig) -> str:
     return target
 
 
-def _reject() -> str:
+def _reject(match: str) -> str:
     # The kernel refuses tcp-reset on a rule not restricted to TCP, whatever jumped here.
-    return "-p tcp -j REJECT --reject-with tcp-reset"
+    # "-p tcp" first: the order iptables-save prints back, so the text read from the
+    # kernel equals the text rendered here.
+    return f"-p tcp {match} -j REJECT --reject-with tcp-reset"
 
 
 def _mangle_body(cfg: RuleConfig, v: int) -> list[str]:
     """The asking half: skip what is decided, then queue (see module docstring)."""
-    established = "-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN"
-    body = [f"{_mark(ACCEPT_MARK)} -j RETURN", f"{_mark(REJECT_MARK)} -j RETURN", established]
+    body = [TRUSTED_RETURN, f"{_mark(ACCEPT_MARK)} -j RETURN", f"{_mark(REJECT_MARK)} -j RETURN"]
     set_accept = f"-j MARK --set-xmark {ACCEPT_MARK:#x}/{_MARK}"
     if cfg.fast_path or cfg.uses_block_cache:
         # The MTA check comes first even without the fast path: a cached blocked
         # source must still reach the provider MTA, as decide() lets it.
         body.append(f"{_set_match('mta', v, 'dst')} {set_accept}")
     if cfg.fast_path:
+        # No "not a subscriber" entry: the jump already admits subscribers only.
         body.append(f"{_set_match('allow', v, 'src')} {set_accept}")
-        body.append(f"{_set_match('subs', v, 'src', negate=True)} {set_accept}")
     if cfg.fast_path or cfg.uses_block_cache:
         body.append(f"{_mark(ACCEPT_MARK)} -j RETURN")
     if cfg.uses_block_cache:
@@ -152,12 +191,17 @@ def _fallback(cfg: RuleConfig, v: int) -> list[str]:
         return ["-j RETURN"]
     if cfg.down is DownMode.CLOSED:
         return ["-j DROP"]
-    blocked = {Action.DROP: "-j DROP", Action.REJECT: _reject(), Action.MONITOR: "-j RETURN"}
+    subs = _set_match("subs", v, "src")
+    blocked = {
+        Action.DROP: f"{subs} -j DROP",
+        Action.REJECT: _reject(subs),
+        # For monitor this RETURN still counts would-be blocks while the daemon is down.
+        Action.MONITOR: f"{subs} -j RETURN",
+    }
     return [
         f"{_set_match('mta', v, 'dst')} -j RETURN",
         f"{_set_match('allow', v, 'src')} -j RETURN",
-        # For monitor this RETURN still counts would-be blocks while the daemon is down.
-        f"{_set_match('subs', v, 'src')} {blocked[cfg.action]}",
+        blocked[cfg.action],
         "-j RETURN",
     ]
 
@@ -165,9 +209,10 @@ def _fallback(cfg: RuleConfig, v: int) -> list[str]:
 def _filter_body(cfg: RuleConfig, v: int) -> list[str]:
     """The enforcing half: apply marked verdicts, fall back for undecided packets."""
     return [
+        TRUSTED_RETURN,
+        TRUST,
         f"{_mark(ACCEPT_MARK)} -j RETURN",
-        f"{_mark(REJECT_MARK)} {_reject()}",
-        "-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN",
+        _reject(_mark(REJECT_MARK)),
         *_fallback(cfg, v),
     ]
 
@@ -192,7 +237,7 @@ def render_rules(cfg: RuleConfig, version: int, saved: str = "") -> str:
         raise ValueError(f"bad IP version {version}")
     old = _own_rules(saved)
     bodies = {"filter": _filter_body(cfg, version), "mangle": _mangle_body(cfg, version)}
-    jumps = _jumps(cfg)
+    jumps = _jumps(cfg, version)
     return "".join(
         _table_text(t, bodies[t], jumps, [f"-D {r}" for r in old.get(t, ([], False))[0]])
         for t in TABLES

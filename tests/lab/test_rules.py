@@ -27,7 +27,8 @@ from builders import make_policy
 from op25b.kernel import rules
 from op25b.kernel.commands import RulesError, run_command
 from op25b.kernel.names import set_name
-from op25b.kernel.ruletext import RuleConfig
+from op25b.kernel.nfttext import clear_rule
+from op25b.kernel.ruletext import RuleConfig, render_rules
 from op25b.kernel.setcontents import compute_sets
 from op25b.policy.model import Action, DaemonConfig, DownMode, Policy
 
@@ -72,6 +73,11 @@ def snapshot(prefix: list[str]) -> dict[str, list[str]]:
     }
     for name in sorted(in_ns(prefix, "ipset", "list", "-n").split()):
         snap[f"ipset {name}"] = sorted(in_ns(prefix, "ipset", "save", name).splitlines())
+    # Native nft tables (iptables-nft's own ip/ip6 tables are compared above).
+    for line in in_ns(prefix, "nft", "list", "tables").splitlines():
+        _, family, name = line.split()
+        if family == "inet":
+            snap[f"nft {family} {name}"] = in_ns(prefix, "nft", "list", "table", family, name)
     return snap
 
 
@@ -108,6 +114,15 @@ COMMIT
 """
 
 
+UNRELATED_NFT = """table inet admin {
+    chain admin_forward {
+        type filter hook forward priority -151; policy accept;
+        tcp dport 25 meta mark set meta mark | 0x00a00000 counter
+    }
+}
+"""
+
+
 def add_unrelated(prefix: list[str], *, mangle: bool = True) -> None:
     """Someone else's rules, chains and set, which op25b must leave alone."""
     in_ns(prefix, "ipset", "create", "admin-set", "hash:ip")
@@ -115,6 +130,7 @@ def add_unrelated(prefix: list[str], *, mangle: bool = True) -> None:
     v4 = UNRELATED_V4 if mangle else UNRELATED_V4.split("*mangle")[0]
     in_ns(prefix, "iptables-restore", "--noflush", input_text=v4)
     in_ns(prefix, "ip6tables-restore", "--noflush", input_text=UNRELATED_V6)
+    in_ns(prefix, "nft", "-f", "-", input_text=UNRELATED_NFT)
 
 
 def policy(**kwargs: object) -> Policy:
@@ -130,13 +146,51 @@ def test_install_shows_chains_and_jumps(ns: list[str]) -> None:
             block = text.split(f"*{table}\n", 1)[1].split("COMMIT", 1)[0]
             assert ":OP25B - [0:0]" in block
             first_forward = next(ln for ln in block.splitlines() if ln.startswith("-A FORWARD"))
-            assert first_forward.endswith("--dports 25 -m comment --comment op25b -j OP25B")
+            v = 4 if save == "iptables-save" else 6
+            assert first_forward.endswith(
+                f"--dports 25 -m set --match-set op25b-subs{v} src -m comment --comment op25b "
+                "-j OP25B"
+            )
         assert "NFQUEUE --queue-num 0 --queue-bypass" in text
     assert own_sets(ns) == sorted(set_name(k, v) for k in ("mta", "allow", "subs") for v in (4, 6))
     assert in_ns(ns, "ipset", "test", "op25b-subs4", "100.64.3.3", "-q") == ""
     status = rules.status(ns)
     assert re.search(r"^iptables filter: \[\d+:\d+\] -A FORWARD .* -j OP25B$", status, re.M)
     assert "ipset op25b-subs6: 2 entries" in status
+    assert "nft: type filter hook forward priority mangle - 1; policy accept;" in status
+    assert f"nft: {clear_rule((25,))}" in status
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        RuleConfig(guarded_ports=(25,)),
+        RuleConfig(
+            guarded_ports=(25, 2525),
+            action=Action.REJECT,
+            fast_path=True,
+            block_cache=True,
+            workers=2,
+        ),
+    ],
+)
+def test_the_kernel_reads_back_exactly_the_rendered_chains(ns: list[str], cfg: RuleConfig) -> None:
+    """What a verifier compares: iptables-save prints op25b's chains as rendered."""
+    p = policy(daemon=DaemonConfig(block_cache_timeout=60 if cfg.block_cache else 0))
+    rules.install(cfg, compute_sets(p, NOW), ns)
+    for v, save in ((4, "iptables-save"), (6, "ip6tables-save")):
+        text = in_ns(ns, save)
+        rendered = render_rules(cfg, v)
+        for table in ("filter", "mangle"):
+            block = text.split(f"*{table}\n", 1)[1].split("COMMIT", 1)[0]
+            want = rendered.split(f"*{table}\n", 1)[1].split("COMMIT", 1)[0]
+            assert [ln for ln in block.splitlines() if ln.startswith("-A OP25B")] == [
+                ln for ln in want.splitlines() if ln.startswith("-A OP25B")
+            ]
+            jumps = [ln[len("-I FORWARD 1 ") :] for ln in want.splitlines() if ln[:2] == "-I"]
+            assert [ln[3:] for ln in block.splitlines() if "-j OP25B" in ln] == [
+                f"FORWARD {j}" for j in reversed(jumps)
+            ]
 
 
 @pytest.mark.parametrize("mangle_before", [True, False])
@@ -152,6 +206,8 @@ def test_remove_restores_everything_and_leaves_others_alone(
         unrelated = [ln for ln in before[key] if ln.startswith("-A")]
         assert [ln for ln in during[key] if ln in unrelated] == unrelated
     assert during["ipset admin-set"] == before["ipset admin-set"]
+    assert during["nft inet admin"] == before["nft inet admin"]
+    assert "nft inet op25b" in during
 
     rules.remove(ns)
     after = snapshot(ns)

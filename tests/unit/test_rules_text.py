@@ -29,6 +29,7 @@ from op25b.kernel.names import (
     MARK_MASK,
     REJECT_MARK,
     TMP_SUFFIX,
+    TRUSTED_CONNMARK,
     set_name,
     verdict_mark,
 )
@@ -279,23 +280,32 @@ def test_marks_are_in_the_mask() -> None:
 def test_default_rules_v4() -> None:
     text = render_rules(RuleConfig(guarded_ports=(25,)), 4)
     assert text.index("*filter") < text.index("*mangle")  # enforcing half committed first
+    trusted = (
+        "-m connmark --mark 0xc00000/0xf00000 "
+        "-m conntrack --ctstate ESTABLISHED --ctdir ORIGINAL -j RETURN"
+    )
     assert _chain(text, "mangle") == [
+        trusted,
         "-m mark --mark 0xa00000/0xf00000 -j RETURN",
         "-m mark --mark 0xb00000/0xf00000 -j RETURN",
-        "-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN",
         "-j NFQUEUE --queue-num 0 --queue-bypass",
     ]
     assert _chain(text, "filter") == [
+        trusted,
+        "-m mark --mark 0xa00000/0xf00000 -m conntrack --ctdir ORIGINAL "
+        "-j CONNMARK --set-xmark 0xc00000/0xf00000",
         "-m mark --mark 0xa00000/0xf00000 -j RETURN",
-        "-m mark --mark 0xb00000/0xf00000 -p tcp -j REJECT --reject-with tcp-reset",
-        "-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN",
+        "-p tcp -m mark --mark 0xb00000/0xf00000 -j REJECT --reject-with tcp-reset",
         "-m set --match-set op25b-mta4 dst -j RETURN",
         "-m set --match-set op25b-allow4 src -j RETURN",
         "-m set --match-set op25b-subs4 src -j DROP",
         "-j RETURN",
     ]
-    jump = "-I FORWARD 1 -p tcp -m multiport --dports 25 -m comment --comment op25b -j OP25B"
-    assert text.count(jump) == 2  # once per table
+    jump = (
+        "-I FORWARD 1 -p tcp -m multiport --dports 25 -m set --match-set op25b-subs4 src "
+        "-m comment --comment op25b -j OP25B"
+    )
+    assert text.count(jump) == 2  # once per table, subscriber sources only
     assert ":OP25B - [0:0]" in text
 
 
@@ -308,7 +318,7 @@ def test_default_rules_v4() -> None:
             DownMode.STATIC,
             Action.REJECT,
             [
-                "-m set --match-set op25b-subs6 src -p tcp -j REJECT --reject-with tcp-reset",
+                "-p tcp -m set --match-set op25b-subs6 src -j REJECT --reject-with tcp-reset",
                 "-j RETURN",
             ],
         ),
@@ -322,9 +332,9 @@ def test_default_rules_v4() -> None:
 def test_down_modes_v6(down: DownMode, action: Action, tail: list[str]) -> None:
     text = render_rules(RuleConfig(guarded_ports=(25,), down=down, action=action), 6)
     chain = _chain(text, "filter")
-    assert chain[3:][-len(tail) :] == tail
+    assert chain[4:][-len(tail) :] == tail
     if down is not DownMode.STATIC:
-        assert len(chain) == 4
+        assert len(chain) == 5
 
 
 def test_many_ports_and_workers() -> None:
@@ -334,8 +344,9 @@ def test_many_ports_and_workers() -> None:
     jumps = [ln for ln in filter_block.splitlines() if ln.startswith("-I FORWARD")]
     assert len(jumps) == 2
     # inserted at 1 in reverse, so the first port chunk ends up first
-    assert "--dports 2015,2016,2017,2018,2019 " in jumps[0]
+    assert "--dports 2015,2016,2017,2018,2019 -m set --match-set op25b-subs4 src " in jumps[0]
     assert "--dports " + ",".join(map(str, range(2000, 2015))) + " " in jumps[1]
+    assert all("--match-set op25b-subs4 src" in j for j in jumps)
     assert "-j NFQUEUE --queue-balance 4:6 --queue-bypass" in _chain(
         text, "mangle"
     )
@@ -348,7 +359,6 @@ def test_fast_path_and_block_cache() -> None:
     assert chain[3:] == [
         f"-m set --match-set op25b-mta4 dst {mark}",
         f"-m set --match-set op25b-allow4 src {mark}",
-        f"-m set ! --match-set op25b-subs4 src {mark}",
         "-m mark --mark 0xa00000/0xf00000 -j RETURN",
         "-m set --match-set op25b-block4 src -j MARK --set-xmark 0xb00000/0xf00000",
         "-m mark --mark 0xb00000/0xf00000 -j RETURN",
@@ -431,3 +441,54 @@ def test_rule_config_from_policy_and_validation() -> None:
         RuleConfig(guarded_ports=(0,))
     with pytest.raises(ValueError):
         RuleConfig(guarded_ports=(25,), workers=0)
+
+
+# --------------------------------------------------------------------------- trust
+
+
+def _all_configs() -> list[RuleConfig]:
+    return [
+        RuleConfig(guarded_ports=(25,), fast_path=fp, block_cache=bc, action=a, down=d)
+        for fp in (False, True)
+        for bc in (False, True)
+        for a in Action
+        for d in DownMode
+    ]
+
+
+@pytest.mark.parametrize("version", [4, 6])
+def test_no_rule_trusts_conntrack_state_alone(version: int) -> None:
+    """Only connections op25b let through (our connmark, original direction) skip."""
+    for cfg in _all_configs():
+        text = render_rules(cfg, version)
+        assert "RELATED" not in text and "INVALID" not in text
+        for table in ("filter", "mangle"):
+            chain = _chain(text, table)
+            assert chain[0] == (
+                "-m connmark --mark 0xc00000/0xf00000 "
+                "-m conntrack --ctstate ESTABLISHED --ctdir ORIGINAL -j RETURN"
+            )
+            stateful = [r for r in chain if "--ctstate" in r]
+            assert stateful == [chain[0]], (cfg, table)
+        # The connmark is set in one place only: filter, on a packet carrying our
+        # accept, in the connection's original direction.
+        setters = [ln for ln in text.splitlines() if "CONNMARK" in ln]
+        assert setters == [
+            "-A OP25B -m mark --mark 0xa00000/0xf00000 -m conntrack --ctdir ORIGINAL "
+            "-j CONNMARK --set-xmark 0xc00000/0xf00000"
+        ]
+        assert _chain(text, "filter").index(setters[0].removeprefix("-A OP25B ")) == 1
+
+
+def test_trusted_connmark_is_ours_and_never_a_verdict() -> None:
+    assert TRUSTED_CONNMARK & ~MARK_MASK == 0
+    assert TRUSTED_CONNMARK not in (0, MARK_MASK, ACCEPT_MARK, REJECT_MARK)
+
+
+@pytest.mark.parametrize("version", [4, 6])
+def test_every_jump_is_for_subscriber_sources(version: int) -> None:
+    text = render_rules(RuleConfig(guarded_ports=tuple(range(1, 40))), version)
+    jumps = [ln for ln in text.splitlines() if ln.startswith("-I FORWARD")]
+    assert len(jumps) == 6  # 39 ports in 3 chunks, in both tables
+    assert all(f"-m set --match-set op25b-subs{version} src " in j for j in jumps)
+    assert "! --match-set" not in text  # no "not a subscriber" fast path left
