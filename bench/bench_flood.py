@@ -60,6 +60,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import floodlab as F  # noqa: E402  (bench helper next to this file)
 
+from op25b.kernel.ruletext import TRUSTED_RETURN  # noqa: E402
 from op25b.lab.netns import popen_in, run_in  # noqa: E402
 from op25b.lab.processes import DaemonProcess, LabRunError, SyslogReceiver  # noqa: E402
 from op25b.lab.tools import start_listener  # noqa: E402
@@ -142,8 +143,8 @@ def _jump(kind: str) -> str:
 class Baselines:
     """The comparison consumers, alive for the whole run, switched in per flood round.
 
-    Each baseline is a chain with op25b's mangle shape (mark RETURNs, ESTABLISHED
-    RETURN, then its target: DROP or NFQUEUE to a bare consumer on queue 10/11). A round
+    Each baseline is a chain with op25b's mangle shape (trusted-connection RETURN, mark
+    RETURNs, then its target: DROP or NFQUEUE to a bare consumer on queue 10/11). A round
     routes the flood to one of them by inserting its jump first in mangle FORWARD, ahead
     of op25b's own jump (which then never sees the packets), and removes it after. So
     baseline rounds interleave with op25b's rounds without restarting the daemon, and
@@ -155,7 +156,7 @@ class Baselines:
         self.procs: dict[str, subprocess.Popen[str]] = {}
         text = "*mangle\n"
         for kind, target in BASELINES.items():
-            body = [*_MARKS, "-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN", target]
+            body = [TRUSTED_RETURN, *_MARKS, target]
             text += f":{_chain(kind)} - [0:0]\n"
             text += "".join(f"-A {_chain(kind)} {r}\n" for r in body)
         F.sh(ctx.lab.rtr, ["iptables-restore", "--noflush"], text + "COMMIT\n")

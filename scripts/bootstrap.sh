@@ -11,7 +11,7 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-APT_PACKAGES=(iptables ipset conntrack iproute2 libnetfilter-queue-dev libnfnetlink-dev
+APT_PACKAGES=(iptables nftables ipset conntrack iproute2 libnetfilter-queue-dev libnfnetlink-dev
               build-essential python3-dev python3-venv rsyslog swaks libio-socket-inet6-perl
               netsniff-ng procps systemd logrotate nftables)
 missing=()
