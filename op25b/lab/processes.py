@@ -80,9 +80,12 @@ class DaemonProcess:
         policy: str | Path,
         extra: Sequence[str] = (),
         env: dict[str, str] | None = None,
+        wrapper: Sequence[str] = (),
     ) -> None:
         self.ns = ns
-        argv = [sys.executable, "-m", "op25b", "run", "--policy", str(policy), *extra]
+        # ``wrapper`` runs in front of the daemon inside the namespace (e.g. ``setpriv``
+        # with a unit's credentials); it must exec, so ``proc.pid`` stays the daemon's.
+        argv = [*wrapper, sys.executable, "-m", "op25b", "run", "--policy", str(policy), *extra]
         self.proc: subprocess.Popen[str] = popen_in(
             ns,
             argv,

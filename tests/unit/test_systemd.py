@@ -102,8 +102,9 @@ def test_unit_service_properties(unit: dict[str, dict[str, list[str]]]) -> None:
     assert svc["ProtectSystem"] == ["strict"]
     (caps,) = svc["CapabilityBoundingSet"]
     assert sorted(caps.split()) == ["CAP_NET_ADMIN", "CAP_NET_RAW"]
-    # the reload path the daemon implements: SIGHUP re-reads the policy
-    (reload_cmd,) = svc["ExecReload"]
+    # the reload path the daemon implements: validate, then SIGHUP re-reads the policy
+    check_cmd, reload_cmd = svc["ExecReload"]
+    assert check_cmd.split()[1:] == svc["ExecStartPre"][0].split()[1:]
     assert reload_cmd.split() == ["/bin/kill", "-HUP", "$MAINPID"]
     # a watchdog interval the daemon can ping (it pings at half of it)
     (watchdog,) = svc["WatchdogSec"]
@@ -125,6 +126,25 @@ def test_unit_runs_check_then_run_on_the_same_policy(
     assert pre_argv[-1] == policy
     # the check must not print a summary into the journal on every start
     assert "--quiet" in pre_argv or "-q" in pre_argv
+
+
+def test_reload_fails_visibly_on_a_broken_policy(
+    unit: dict[str, dict[str, list[str]]], tmp_path: Path
+) -> None:
+    """ExecReload's first command, run as systemd would: non-zero with file:line."""
+    check = unit["Service"]["ExecReload"][0].split()
+    good = REPO / "policies" / "example.yaml"
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("version: 1\nguarded_ports: [25, 587]\n")
+
+    def run(policy: Path) -> subprocess.CompletedProcess[str]:
+        argv = [op25b_entry_point(), *check[1:-1], str(policy)]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+
+    ok, bad = run(good), run(broken)
+    assert ok.returncode == 0, ok.stderr
+    assert bad.returncode == 1
+    assert re.match(rf"{re.escape(str(broken))}:\d+:\d+: ", bad.stderr), bad.stderr
 
 
 def test_unit_can_write_its_abuse_log(unit: dict[str, dict[str, list[str]]]) -> None:
