@@ -171,8 +171,10 @@ def prepare_lab(rtr: str, isp: str, net: str) -> None:
 # ------------------------------------------------------------------ trafgen
 
 
-def _syn_frame(dmac: str, smac: str, src: str, dst: Sequence[str], sport: Sequence[str]) -> str:
-    """One trafgen packet: Ethernet + IPv4 + TCP SYN, checksums computed per packet."""
+def _syn_frame(
+    dmac: str, smac: str, src: str, dst: Sequence[str], sport: Sequence[str], flags: int = 0x02
+) -> str:
+    """One trafgen packet: Ethernet + IPv4 + TCP (a SYN unless ``flags`` says otherwise)."""
 
     def hexbytes(mac: str) -> str:
         return ",".join(f"0x{b}" for b in mac.split(":"))
@@ -182,7 +184,7 @@ def _syn_frame(dmac: str, smac: str, src: str, dst: Sequence[str], sport: Sequen
         "{ " + hexbytes(dmac) + ", " + hexbytes(smac) + ", 0x08,0x00,\n"
         "  0x45,0x00, 0x00,0x28, drnd(2), 0x40,0x00, 64, 6, csumip(14, 33),\n"
         f"  {srcb}, {', '.join(dst)},\n"
-        f"  {', '.join(sport)}, 0x00,25, drnd(4), 0,0,0,0, 0x50,0x02, 0xfa,0xf0,\n"
+        f"  {', '.join(sport)}, 0x00,25, drnd(4), 0,0,0,0, 0x50,{flags:#04x}, 0xfa,0xf0,\n"
         "  csumtcp(14, 34), 0,0 }\n"
     )
 
@@ -195,10 +197,10 @@ def flood_config(path: Path, dmac: str, smac: str, bots: Iterable[str]) -> Path:
     return path
 
 
-def stream_config(path: Path, dmac: str, smac: str) -> Path:
-    """The allowed stream: res -> provider MTA, 256 cycling source ports."""
+def stream_config(path: Path, dmac: str, smac: str, flags: int = 0x02) -> Path:
+    """The allowed stream: res -> provider MTA, 256 cycling source ports (SYNs by default)."""
     dst = MTA.split(".")
-    path.write_text(_syn_frame(dmac, smac, RES_SRC, dst, ["0x75", "dinc(0, 255)"]))
+    path.write_text(_syn_frame(dmac, smac, RES_SRC, dst, ["0x75", "dinc(0, 255)"], flags))
     return path
 
 
