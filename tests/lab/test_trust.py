@@ -22,7 +22,7 @@ from test_daemon import arrived, outcomes, probes, start, with_daemon_keys, writ
 
 from op25b.kernel.names import ACCEPT_MARK, MARK_MASK, TRUSTED_CONNMARK
 from op25b.lab import topology as L
-from op25b.lab.netns import run_in
+from op25b.lab.netns import popen_in, run_in
 from op25b.lab.topology import Lab
 
 __all__ = ["start"]  # the fixture, shared with test_daemon
@@ -248,3 +248,63 @@ def test_legitimate_flows_are_decided_once_and_then_trusted(
     decided = "0" if fast_path else "1"  # one SYN per subscriber flow, or none (fast path)
     assert (c["exempt_plan"], c["provider_mta"], c["reject"]) == (decided, decided, "1")
     assert c["not_subscriber"] == "0"  # the relay's SYN never reached userspace
+
+
+HOLD = """
+import socket, sys
+src, dst = sys.argv[1], sys.argv[2]
+s = socket.create_connection((dst, 25), timeout=5, source_address=(src, 0))
+print(s.recv(512).decode().split("\\r\\n")[0], flush=True)
+sys.stdin.readline()
+s.settimeout(3)
+try:
+    s.sendall(b"EHLO held\\r\\n")
+    print("reply" if s.recv(512) else "closed", flush=True)
+except TimeoutError:
+    print("timeout", flush=True)
+"""
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_connections_from_before_the_daemon_are_decided(
+    start: StartFn, lab: Lab, tmp_path: Path, family: int
+) -> None:
+    """SMTP sessions opened while no op25b rules were in the kernel are ESTABLISHED but
+    not op25b's: their next packets are decided (blocked subscriber cut, exempt kept)."""
+    a = addresses(family)
+    # A router tracks connections anyway (NAT, its own firewall); without a rule that
+    # needs conntrack the kernel would not track these sessions before op25b starts.
+    tracking = [["-t", "filter", "-A", "FORWARD", "-m", "conntrack", "--ctstate", "ESTABLISHED"]]
+    with rules_in(lab.rtr, family, tracking):
+        forget_connections(lab)
+        held_sessions_are_decided(start, lab, tmp_path, a)
+
+
+def held_sessions_are_decided(start: StartFn, lab: Lab, tmp_path: Path, a: dict[str, str]) -> None:
+    held = {
+        who: popen_in(
+            getattr(lab, who),
+            [sys.executable, "-c", HOLD, a[who], a["mx"]],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for who in ("res", "biz")
+    }
+    try:
+        for proc in held.values():
+            assert proc.stdout is not None and proc.stdout.readline().startswith("220")
+        r = start(write_policy(tmp_path / "p.yaml", "drop"))
+        answers = {}
+        for who, proc in held.items():
+            out, _ = proc.communicate("go\n", timeout=30)
+            answers[who] = out.strip()
+        assert answers == {"res": "timeout", "biz": "reply"}
+    finally:
+        for proc in held.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert r.stop() == 0
+    c = r.final_counters()
+    assert int(c["drop"]) >= 1 and int(c["exempt_plan"]) >= 1
