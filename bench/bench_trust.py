@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     rates: dict[str, list[float]] = {k: [] for k in layouts}
     with (
         tempfile.TemporaryDirectory(prefix="op25b-bench-trust-") as tmpdir,
-        lab_session(prefix="op25bt") as lab,
+        lab_session(prefix="op25bk") as lab,
     ):
         tmp = Path(tmpdir)
         policy = tmp / "policy.yaml"
