@@ -13,6 +13,8 @@ What is compared, per family and table: the ``OP25B`` chain exists and its rules
 exactly the installed ones; the jumps to it are present, unchanged and first in
 FORWARD. Per set: it exists, and a static set (mta/allow/subs) still holds the number
 of entries it was loaded with (the verdict cache changes by itself: presence only).
+And op25b's nft table (``op25b.kernel.nfttext``, clearing op25b's mark bits on
+entry) is there with exactly its installed statements.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import pairwise
 
-from op25b.kernel.names import CHAIN, KINDS, set_name
+from op25b.kernel.names import CHAIN, KINDS, NFT_FAMILY, NFT_TABLE, set_name
 
 # The verdict cache changes by itself: only its presence is checked.
 VOLATILE_SETS = frozenset(set_name("block", v) for v in (4, 6))
@@ -44,11 +46,16 @@ class KernelState:
 
     tables: Mapping[tuple[int, str], TableState]  # (4|6, "filter"|"mangle")
     sets: Mapping[str, int]  # op25b's set name -> number of entries
+    nft: tuple[str, ...] = ()  # op25b's nft table's statements (nfttext.parse_table)
 
     @property
     def installed(self) -> bool:
         """True when anything of op25b's is in the kernel."""
-        return bool(self.sets) or any(t.has_chain or t.jumps for t in self.tables.values())
+        return (
+            bool(self.sets)
+            or bool(self.nft)
+            or any(t.has_chain or t.jumps for t in self.tables.values())
+        )
 
 
 def parse_table(saved: str) -> TableState:
@@ -119,12 +126,24 @@ def problems(
             out.append(f"{where}: the FORWARD jumps to {CHAIN} changed")
         elif not have.jumps_first:
             out.append(f"{where}: the FORWARD jump to {CHAIN} is no longer first")
+    out += _nft_problems(expected.nft, actual.nft)
     for name, count in sorted(expected.sets.items()):
         if name not in actual.sets:
             out.append(f"ipset {name} is missing")
         elif name not in volatile_sets and actual.sets[name] != count:
             out.append(f"ipset {name} holds {actual.sets[name]} entries, {count} were loaded")
     return out
+
+
+_NFT = f"nft table {NFT_FAMILY} {NFT_TABLE}"
+
+
+def _nft_problems(want: tuple[str, ...], have: tuple[str, ...]) -> list[str]:
+    if want and not have:
+        return [f"{_NFT} is missing"]
+    if have != want:
+        return [f"{_NFT} changed"]
+    return []
 
 
 # -- the daemon's record of what it installed, for `op25b rules status` ----------------
@@ -156,6 +175,7 @@ def to_json(state: KernelState) -> dict[str, object]:
             for (v, t), s in sorted(state.tables.items())
         ],
         "sets": dict(sorted(state.sets.items())),
+        "nft": list(state.nft),
     }
 
 
@@ -172,9 +192,10 @@ def from_json(doc: dict[str, object]) -> KernelState:
             for t in doc["tables"]  # type: ignore[attr-defined]
         }
         sets = {str(k): int(v) for k, v in doc["sets"].items()}  # type: ignore[attr-defined]
+        nft = tuple(map(str, doc.get("nft", [])))  # type: ignore[call-overload]
     except (KeyError, TypeError, AttributeError) as e:
         raise ValueError(f"malformed kernel state record: {e}") from None
-    return KernelState(tables, sets)
+    return KernelState(tables, sets, nft)
 
 
 def structural_problems(actual: KernelState, block_cache: bool = False) -> list[str]:
@@ -197,4 +218,6 @@ def structural_problems(actual: KernelState, block_cache: bool = False) -> list[
                 continue
             if set_name(kind, version) not in actual.sets:
                 out.append(f"ipset {set_name(kind, version)} is missing")
+    if not actual.nft:
+        out.append(f"{_NFT} is missing")
     return out

@@ -71,3 +71,21 @@ def render_table_removal() -> str:
 def table_present(list_tables: str) -> bool:
     """Whether ``nft list tables`` output names op25b's table."""
     return f"table {_TABLE}" in (line.strip() for line in list_tables.splitlines())
+
+
+# How ``nft list`` prints the base chain's header back (it names the priority).
+_HEADER = f"type filter hook forward priority mangle - {-PRIORITY - 150}; policy accept;"
+
+
+def parse_table(listing: str) -> tuple[str, ...]:
+    """The statements of ``nft list table inet op25b`` output (empty: no table)."""
+    return tuple(
+        line.strip()
+        for line in listing.splitlines()
+        if line.strip() and not line.strip().endswith("{") and line.strip() != "}"
+    )
+
+
+def expected_table(ports: tuple[int, ...]) -> tuple[str, ...]:
+    """What ``parse_table`` reads back once ``render_table(ports)`` is installed."""
+    return (_HEADER, clear_rule(ports))

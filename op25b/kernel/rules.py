@@ -17,6 +17,7 @@ from op25b.kernel.commands import run_command
 from op25b.kernel.integrity import KernelState, parse_set_headers, parse_table
 from op25b.kernel.ipsets import apply_sets, destroy_sets, list_sets
 from op25b.kernel.names import CHAIN, NFT_FAMILY, NFT_TABLE, SET_PREFIX, all_set_names, set_name
+from op25b.kernel.nfttext import parse_table as parse_nft_table
 from op25b.kernel.nfttext import render_table, render_table_removal, table_present
 from op25b.kernel.ruletext import TABLES, RuleConfig, render_removal, render_rules
 from op25b.kernel.setcontents import SetContents
@@ -85,7 +86,7 @@ def read_state(cmd_prefix: Sequence[str] = ()) -> KernelState:
     sets = {
         name: n for name, n in parse_set_headers(listing).items() if name.startswith(SET_PREFIX)
     }
-    return KernelState(tables, sets)
+    return KernelState(tables, sets, parse_nft_table(nft_table(cmd_prefix)))
 
 
 def update_sets(sets: SetContents, cmd_prefix: Sequence[str] = ()) -> None:

@@ -23,6 +23,7 @@ from op25b.kernel.integrity import (
     structural_problems,
 )
 from op25b.kernel.ipsets import render_load, render_swap
+from op25b.kernel.nfttext import render_table
 from op25b.kernel.ruletext import RuleConfig, render_rules
 from op25b.kernel.setcontents import compute_sets
 from op25b.policy.model import Policy
@@ -50,6 +51,7 @@ class RulesStatus:
             "checked_against": "daemon record" if self.recorded else "structure",
             "problems": list(self.problems),
             "sets": dict(sorted(self.state.sets.items())),
+            "nft_table": bool(self.state.nft),
             "chains": [
                 {
                     "family": v,
@@ -91,6 +93,8 @@ def show(policy: Policy, now: datetime) -> str:
         "# ipset restore  (loaded into -tmp sets, then swapped in)",
         render_load(sets) + render_swap(sets, existing=()),
     ]
+    parts += ["# nft -f -  (op25b's own table: clears its mark bits on entry)"]
+    parts += [render_table(cfg.guarded_ports)]
     for v in (4, 6):
         binary = "iptables" if v == 4 else "ip6tables"
         parts += [f"# {binary}-restore --noflush", render_rules(cfg, v)]

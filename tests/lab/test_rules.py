@@ -27,7 +27,7 @@ from builders import make_policy
 from op25b.kernel import rules
 from op25b.kernel.commands import RulesError, run_command
 from op25b.kernel.names import set_name
-from op25b.kernel.nfttext import clear_rule
+from op25b.kernel.nfttext import clear_rule, expected_table
 from op25b.kernel.ruletext import RuleConfig, render_rules
 from op25b.kernel.setcontents import compute_sets
 from op25b.policy.model import Action, DaemonConfig, DownMode, Policy
@@ -191,6 +191,7 @@ def test_the_kernel_reads_back_exactly_the_rendered_chains(ns: list[str], cfg: R
             assert [ln[3:] for ln in block.splitlines() if "-j OP25B" in ln] == [
                 f"FORWARD {j}" for j in reversed(jumps)
             ]
+    assert rules.read_state(ns).nft == expected_table(cfg.guarded_ports)
 
 
 @pytest.mark.parametrize("mangle_before", [True, False])

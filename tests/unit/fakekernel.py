@@ -16,6 +16,7 @@ from datetime import datetime
 from op25b.errors import EnvironmentFailure
 from op25b.kernel.integrity import KernelState, TableState
 from op25b.kernel.names import set_name
+from op25b.kernel.nfttext import expected_table
 from op25b.kernel.queuestats import QueueStats
 from op25b.kernel.ruletext import RuleConfig, render_rules
 from op25b.kernel.seam import Handler
@@ -121,7 +122,7 @@ class FakeKernel:
             counts[set_name("subs", fam.version)] = len(fam.subs)
             if cfg.uses_block_cache:
                 counts[set_name("block", fam.version)] = 0
-        return KernelState(tables, counts)
+        return KernelState(tables, counts, expected_table(cfg.guarded_ports))
 
     def install(self, cfg: RuleConfig, policy: Policy, now: datetime) -> None:
         self._call("install", f"{cfg.action.value} fast_path={cfg.fast_path}")
@@ -138,7 +139,7 @@ class FakeKernel:
         self._call("install_rules")
         assert self.sets is not None
         model = self._model(cfg, self.sets)
-        self.current = KernelState(model.tables, self.current.sets)
+        self.current = KernelState(model.tables, self.current.sets, model.nft)
 
     def state(self) -> KernelState:
         self._call("state")
@@ -151,19 +152,19 @@ class FakeKernel:
     # -- damage, as a shared firewall does it -----------------------------------------
 
     def flush_ruleset(self) -> None:
-        """``nft flush ruleset``: every rule and chain gone (ipsets survive it)."""
+        """``nft flush ruleset``: every rule, chain and nft table gone (ipsets survive it)."""
         self.current = KernelState({}, self.current.sets)
 
     def move_jump(self, version: int = 4, table: str = "filter") -> None:
         """Someone inserted a rule above op25b's jump."""
         tables = dict(self.current.tables)
         tables[(version, table)] = replace(tables[(version, table)], jumps_first=False)
-        self.current = KernelState(tables, self.current.sets)
+        self.current = replace(self.current, tables=tables)
 
     def destroy_set(self, name: str) -> None:
         """``ipset destroy NAME`` (or a flush to 0 entries with ``empty=True``)."""
         sets = {k: v for k, v in self.current.sets.items() if k != name}
-        self.current = KernelState(self.current.tables, sets)
+        self.current = replace(self.current, sets=sets)
 
     # -- queue and counters ----------------------------------------------------------
 

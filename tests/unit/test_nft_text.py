@@ -1,14 +1,24 @@
-"""Pure tests for ``op25b.kernel.nfttext``: the text of op25b's own nft table."""
+"""Pure tests for ``op25b.kernel.nfttext`` (the text of op25b's own nft table) and for
+how the integrity check sees that table."""
 
 from __future__ import annotations
 
 import pytest
 
+from op25b.kernel.integrity import (
+    KernelState,
+    from_json,
+    problems,
+    structural_problems,
+    to_json,
+)
 from op25b.kernel.names import ACCEPT_MARK, MARK_MASK, REJECT_MARK, TRUSTED_CONNMARK
 from op25b.kernel.nfttext import (
     KEEP_MASK,
     PRIORITY,
     clear_rule,
+    expected_table,
+    parse_table,
     render_table,
     render_table_removal,
     table_present,
@@ -47,3 +57,29 @@ def test_table_present_reads_nft_list_tables() -> None:
 def test_bad_ports_are_refused(ports: tuple[int, ...]) -> None:
     with pytest.raises(ValueError):
         clear_rule(ports)
+
+
+LISTING = """table inet op25b {
+\tchain forward {
+\t\ttype filter hook forward priority mangle - 1; policy accept;
+\t\ttcp dport { 25, 2525 } meta mark set meta mark & 0xff0fffff
+\t}
+}
+"""
+
+
+def test_the_listing_reads_back_as_expected() -> None:
+    assert parse_table(LISTING) == expected_table((2525, 25))
+    assert parse_table("") == ()
+
+
+def test_the_watchdog_sees_the_table_go_or_change() -> None:
+    want = KernelState({}, {}, expected_table((25,)))
+    assert problems(want, want) == []
+    assert problems(want, KernelState({}, {})) == ["nft table inet op25b is missing"]
+    changed = KernelState({}, {}, expected_table((25, 2525)))
+    assert problems(want, changed) == ["nft table inet op25b changed"]
+    assert "nft table inet op25b is missing" in structural_problems(KernelState({}, {}))
+    assert "nft table inet op25b is missing" not in structural_problems(want)
+    assert from_json(to_json(want)) == want
+    assert KernelState({}, {}, expected_table((25,))).installed
