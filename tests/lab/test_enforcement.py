@@ -187,5 +187,6 @@ def test_rules_status_is_a_monitoring_check(start, lab: Lab, tmp_path: Path) -> 
     assert "iptables mangle: the FORWARD jump to OP25B is missing" in doc["problems"]
     shown = op25b(lab, "rules", "show", str(tmp_path / "p.yaml"))
     assert shown.returncode == 0
-    assert "-A OP25B -m mark --mark 0xb00000/0xf00000 -p tcp -j REJECT" in shown.stdout
+    assert "-A OP25B -p tcp -m mark --mark 0xb00000/0xf00000 -j REJECT" in shown.stdout
+    assert "meta mark set meta mark & 0xff0fffff" in shown.stdout  # the nft table
     assert shown.stdout.count("COMMIT") == 4  # filter and mangle, v4 and v6

@@ -20,7 +20,9 @@ from pathlib import Path
 import pytest
 from test_daemon import arrived, outcomes, probes, start, with_daemon_keys, write_policy
 
+from op25b.kernel import rules
 from op25b.kernel.names import ACCEPT_MARK, MARK_MASK, TRUSTED_CONNMARK
+from op25b.kernel.nfttext import expected_table
 from op25b.lab import topology as L
 from op25b.lab.netns import popen_in, run_in
 from op25b.lab.topology import Lab
@@ -308,3 +310,20 @@ def held_sessions_are_decided(start: StartFn, lab: Lab, tmp_path: Path, a: dict[
     assert r.stop() == 0
     c = r.final_counters()
     assert int(c["drop"]) >= 1 and int(c["exempt_plan"]) >= 1
+
+
+def test_a_deleted_nft_table_is_put_back(start: StartFn, lab: Lab, tmp_path: Path) -> None:
+    """Someone deletes only op25b's nft table (the mark clearing): the watchdog
+    notices, says so, and puts it back; a pre-set mark is then no verdict again."""
+    a = addresses(4)
+    r = start(write_policy(tmp_path / "p.yaml", "reject"))
+    run_in(lab.rtr, ["nft", "delete", "table", "inet", "op25b"], check=True)
+    line = r.syslog.wait_for(lambda m: "kernel rules damaged, repaired" in m, what="repair")
+    assert "nft table inet op25b is missing" in line
+    assert rules.read_state(["ip", "netns", "exec", lab.rtr]).nft == expected_table((25,))
+    accept = f"{ACCEPT_MARK:#x}/{MARK_MASK:#x}"
+    upstream = [["-t", "mangle", "-A", "PREROUTING", "-j", "MARK", "--set-xmark", accept]]
+    with rules_in(lab.rtr, 4, upstream):
+        assert outcomes(probes(lab.bot, [(a["bot"], a["mx"], 25)], timeout=5)) == ["refused"]
+    assert r.stop() == 0
+    assert int(r.final_counters()["rules_repaired"]) >= 1
