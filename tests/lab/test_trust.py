@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from test_daemon import arrived, outcomes, probes, start, with_daemon_keys, write_policy
+from test_daemon import arrived, outcomes, probes, with_daemon_keys, write_policy
 
 from op25b.kernel import rules
 from op25b.kernel.names import ACCEPT_MARK, MARK_MASK, TRUSTED_CONNMARK
@@ -26,8 +26,6 @@ from op25b.kernel.nfttext import expected_table
 from op25b.lab import topology as L
 from op25b.lab.netns import popen_in, run_in
 from op25b.lab.topology import Lab
-
-__all__ = ["start"]  # the fixture, shared with test_daemon
 
 StartFn = Callable[[Path], object]
 
