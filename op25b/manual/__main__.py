@@ -1,0 +1,3 @@
+"""stub"""
+import sys
+print("stub", sys.argv)
