@@ -12,11 +12,12 @@ import contextlib
 import json
 import os
 import sys
+import textwrap
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
-from op25b import __version__
+from op25b import __version__, clihelp
 from op25b.errors import (
     EXIT_CRITICAL,
     EXIT_INTERRUPTED,
@@ -39,33 +40,53 @@ def _parse_now(text: str | None) -> datetime:
     return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="op25b",
-        description="Outbound Port 25 Blocking policy engine for ISP edge routers.",
+        description=textwrap.fill(clihelp.PROGRAM_DESCRIPTION, 78),
+        epilog=clihelp.program_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"op25b {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    c = sub.add_parser("check", help="validate a policy and summarise it")
-    c.add_argument("policy")
+    def command(name: str) -> argparse.ArgumentParser:
+        h = clihelp.COMMANDS[name]
+        return sub.add_parser(
+            name,
+            help=h.summary,
+            description=clihelp.description(name),
+            epilog=clihelp.epilog(name),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    c = command("check")
+    c.add_argument(
+        "policy",
+        nargs="?",
+        default=clihelp.DEFAULT_POLICY,
+        help=f"the policy file (default {clihelp.DEFAULT_POLICY})",
+    )
     c.add_argument("--now", help="evaluate exemption expiry at this ISO time (default: now)")
     c.add_argument("--quiet", "-q", action="store_true", help="only errors and warnings")
+    c.add_argument(
+        "--json", action="store_true", help='print {"ok", "policy", "summary", "warnings", ...}'
+    )
 
-    e = sub.add_parser("explain", help="decide one connection attempt and say why")
-    e.add_argument("policy")
+    e = command("explain")
+    e.add_argument("policy", help="the policy file")
     e.add_argument("src", help="source address")
     e.add_argument("dst", help="destination address")
     e.add_argument("--port", type=int, default=25, help="destination port (default 25)")
     e.add_argument("--now", help="decide at this ISO time (default: now)")
     e.add_argument("--json", action="store_true", help='print {"verdict","reason","plan","rule"}')
 
-    r = sub.add_parser("replay", help="run a pcap capture through the policy")
-    r.add_argument("policy")
+    r = command("replay")
+    r.add_argument("policy", help="the policy file")
     r.add_argument("capture", help="pcap or pcapng file")
     r.add_argument("--now", help="decide at this ISO time (default: now)")
-    r.add_argument("--json", action="store_true")
+    r.add_argument("--json", action="store_true", help="print the counts and sources as JSON")
     r.add_argument(
         "--top", type=int, default=20, help="blocked sources (or pairs per change) to list"
     )
@@ -76,14 +97,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "changes (exit 1 if any)",
     )
 
-    d = sub.add_parser(
-        "diff",
-        help="which decisions a policy change changes (exit 1 if any)",
-        description="List exactly the sources, destinations and ports whose decision "
-        "differs between OLD and NEW, with the deciding line of each file. "
-        "Exit 0: no change, 1: changes (or an invalid policy), 2: usage.",
-        epilog="example: op25b diff /etc/op25b/policy.yaml new.yaml --now 2026-01-01T00:00:00Z",
-    )
+    d = command("diff")
     d.add_argument("old", help="the policy in force")
     d.add_argument("new", help="the proposed policy")
     d.add_argument("--now", help="evaluate exemptions at this ISO time (default: now)")
@@ -95,34 +109,37 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--json", action="store_true", help="the JSON document of docs/diff-format.md")
 
-    run = sub.add_parser("run", help="the daemon: enforce a policy on a netfilter queue")
-    run.add_argument("--policy", required=True)
+    run = command("run")
+    run.add_argument(
+        "--policy",
+        default=clihelp.DEFAULT_POLICY,
+        help=f"the policy file (default {clihelp.DEFAULT_POLICY})",
+    )
     run.add_argument("--abuse-log", help="override daemon.abuse_log")
     run.add_argument("--syslog", help="override daemon.syslog.address")
     run.add_argument("--counters-interval", type=float, help="override daemon.counters_interval")
     run.add_argument("--abuse-window", type=float, help="override daemon.abuse_window")
 
-    rep = sub.add_parser("report", help="abuse-desk summary of blocked sources")
+    rep = command("report")
     from op25b.report import desk as report
 
     report.add_arguments(rep)
 
-    lab = sub.add_parser("lab", help="the network-namespace lab")
-    lab.add_argument("action", choices=("up", "down", "status"))
+    lab = command("lab")
+    lab.add_argument("action", choices=("up", "down", "status"), help="what to do")
     lab.add_argument("name", nargs="?", help="lab name for 'down' (default: all labs)")
+    lab.add_argument("--json", action="store_true", help="status: print the labs as JSON")
 
-    demo = sub.add_parser("demo", help="OP25B end to end in a lab with real SMTP traffic")
+    demo = command("demo")
     demo.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
-    demo.add_argument("--action", choices=("drop", "reject"), default="reject")
-
-    rules = sub.add_parser(
-        "rules",
-        help="check, show or remove op25b's kernel rules in this namespace",
-        description="status: are op25b's rules and sets intact? (exit 0 intact, 2 absent or"
-        " damaged, 3 cannot tell: usable as a Nagios/Icinga check); show POLICY: the exact"
-        " iptables/ip6tables/ipset restore text the policy would install (a dry run);"
-        " remove: remove op25b's rules and sets by hand.",
+    demo.add_argument(
+        "--action",
+        choices=("drop", "reject"),
+        default="reject",
+        help="the policy's action in the demo (default reject)",
     )
+
+    rules = command("rules")
     rules.add_argument("action", choices=("status", "show", "remove"))
     rules.add_argument("policy", nargs="?", help="the policy (for 'show')")
     rules.add_argument("--json", action="store_true", help="status as JSON")
@@ -132,18 +149,24 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from op25b.policy.loader import PolicyError, load_policy
-    from op25b.policy.summary import summarize
+    from op25b.policy.summary import check_document, summarize
 
+    now = _parse_now(args.now)
     try:
-        result = load_policy(args.policy, now=_parse_now(args.now))
+        result = load_policy(args.policy, now=now)
     except PolicyError as e:
-        print(e, file=err)
+        if args.json:
+            print(json.dumps(check_document(args.policy, None, e, now), indent=2), file=out)
+        else:
+            print(e, file=err)
         return EXIT_INVALID
-    if args.quiet:
+    if args.json:
+        print(json.dumps(check_document(args.policy, result, None, now), indent=2), file=out)
+    elif args.quiet:
         for w in result.warnings:
             print(f"{w} (warning)", file=err)
     else:
-        print(summarize(result), file=out)  # the summary ends with the warnings
+        print(summarize(result, now), file=out)  # the summary ends with the warnings
     return EXIT_OK
 
 
@@ -293,6 +316,9 @@ def _cmd_lab(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except ImportError as e:
         return _missing(err, "lab", e, "lab")
 
+    if args.json and args.action != "status":
+        print("op25b lab: --json goes with status only", file=err)
+        return EXIT_USAGE
     try:
         if args.action == "up":
             the_lab = lab.lab_up()
@@ -302,6 +328,8 @@ def _cmd_lab(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         elif args.action == "down":
             removed = lab.lab_down(args.name)
             print(f"removed: {', '.join(removed) or 'nothing'}", file=out)
+        elif args.json:
+            print(json.dumps(lab.labs_state().as_dict(), indent=2), file=out)
         else:
             print(lab.lab_status(), file=out)
     except lab.LabError as e:
@@ -374,7 +402,7 @@ def main(
     """Entry point; returns the exit code."""
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
-    parser = _build_parser()
+    parser = build_parser()
     try:
         # argparse prints usage errors, --help and --version to sys.stderr/stdout itself;
         # send them to the streams the caller gave us instead.

@@ -6,7 +6,8 @@ subcommand answers the same way: one line on stderr, ``op25b COMMAND: message`` 
 policy error is ``file:line:col: key.path: message``), and the code below. A
 traceback means a bug in op25b, never bad input.
 
-Exit codes (the README and op25b(8) carry the same table):
+Exit codes (``EXIT_CODES`` below is the same table as data: op25b(8) is generated
+from it, and a test keeps this docstring and the README's table equal to it):
 
 ==  =========================================================================
 0   success; ``diff``: no decision changes; ``rules status``: rules intact
@@ -28,6 +29,28 @@ EXIT_INVALID = 1
 EXIT_USAGE = 2
 EXIT_ENVIRONMENT = 3
 EXIT_INTERRUPTED = 130
+
+# (code, meaning): the table above, for the man page, the README test and --help.
+EXIT_CODES: tuple[tuple[int, str], ...] = (
+    (EXIT_OK, "success; ``diff``: no decision changes; ``rules status``: rules intact"),
+    (
+        EXIT_INVALID,
+        "the input is invalid (policy, capture, abuse log, address, port); "
+        "``diff``: some decision changes (usable as a CI gate)",
+    ),
+    (
+        EXIT_USAGE,
+        "usage error (unknown option, missing argument); ``rules status``: op25b's "
+        "rules are absent or damaged (CRITICAL, for Nagios/Icinga-style checks)",
+    ),
+    (
+        EXIT_ENVIRONMENT,
+        "the environment refused: a kernel command failed, no permission, a "
+        "missing optional dependency, another daemon holds the lock; "
+        "``rules status``: the state could not be read (UNKNOWN)",
+    ),
+    (EXIT_INTERRUPTED, "interrupted (Ctrl-C)"),
+)
 
 # `op25b diff` and `op25b rules status` reuse the codes with a check's meaning.
 EXIT_CHANGED = EXIT_INVALID

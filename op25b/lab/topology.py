@@ -528,28 +528,70 @@ def _lab_of(ns: str) -> str:
     return m.group("lab") if m is not None and m.group("role") in ROLES else ""
 
 
-def lab_status(state_dir: str = DEFAULT_STATE_DIR) -> str:
-    """Human-readable list of recorded labs, their namespaces and addresses.
+@dataclass(frozen=True)
+class NamespaceState:
+    """One namespace of a recorded lab: missing, or present with its addresses."""
 
-    Also names stray namespaces that look like lab namespaces but have no state file
-    (e.g. a test run killed with SIGKILL), so they can be removed with `lab down NAME`.
+    role: str
+    namespace: str
+    present: bool
+    addresses: tuple[str, ...]  # "address/len@ifname", kernel link-locals left out
+
+
+@dataclass(frozen=True)
+class LabState:
+    """A recorded lab, as ``lab status`` shows it."""
+
+    name: str
+    created: str
+    namespaces: tuple[NamespaceState, ...]
+
+
+@dataclass(frozen=True)
+class LabsState:
+    """Every recorded lab, and lab-like namespaces with no state file (``unrecorded``)."""
+
+    state_dir: str
+    labs: tuple[LabState, ...]
+    unrecorded: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The ``op25b lab status --json`` document (documented in op25b(8))."""
+        return asdict(self)
+
+
+def labs_state(state_dir: str = DEFAULT_STATE_DIR) -> LabsState:
+    """The recorded labs with their namespaces' addresses, and stray lab namespaces.
+
+    A stray namespace looks like a lab's but has no state file (e.g. a test run killed
+    with SIGKILL); `lab down NAME` removes it.
     """
-    sdir = Path(state_dir)
-    states = _read_states(sdir)
-    lines: list[str] = []
+    labs: list[LabState] = []
     known: set[str] = set()
-    if not states:
-        lines.append(f"no labs recorded in {sdir}")
-    for lab, data in states:
-        lines.append(f"lab {lab.name} (created {data.get('created', '?')})")
+    for lab, data in _read_states(Path(state_dir)):
+        spaces: list[NamespaceState] = []
         for role in ROLES:
             ns = lab.ns(role)
             known.add(ns)
-            if not netns_exists(ns):
-                lines.append(f"  {role:<4} {ns}  MISSING")
-                continue
-            lines.append(f"  {role:<4} {ns}  {_summarise(_ns_addresses(ns))}")
+            present = netns_exists(ns)
+            addrs = tuple(_ns_addresses(ns)) if present else ()
+            spaces.append(NamespaceState(role, ns, present, addrs))
+        labs.append(LabState(lab.name, str(data.get("created", "?")), tuple(spaces)))
     strays = sorted({_lab_of(ns) for ns in list_netns() if ns not in known and _lab_of(ns)})
-    for name in strays:
+    return LabsState(state_dir, tuple(labs), tuple(strays))
+
+
+def lab_status(state_dir: str = DEFAULT_STATE_DIR) -> str:
+    """Human-readable list of recorded labs, their namespaces and addresses."""
+    state = labs_state(state_dir)
+    lines: list[str] = []
+    if not state.labs:
+        lines.append(f"no labs recorded in {Path(state_dir)}")
+    for lab in state.labs:
+        lines.append(f"lab {lab.name} (created {lab.created})")
+        for ns in lab.namespaces:
+            shown = _summarise(list(ns.addresses)) if ns.present else "MISSING"
+            lines.append(f"  {ns.role:<4} {ns.namespace}  {shown}")
+    for name in state.unrecorded:
         lines.append(f"unrecorded lab {name} (no state file; `lab down {name}` removes it)")
     return "\n".join(lines) + "\n"

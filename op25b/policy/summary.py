@@ -1,16 +1,18 @@
-"""The human summary ``op25b check`` prints for a policy that loaded.
+"""What ``op25b check`` prints: the human summary, or the ``--json`` document.
 
 Owns only presentation: what an engineer wants to confirm before deploying a policy
 (which ports, what action, how big each plan is, what is exempt and until when), then
-the loader's warnings. No validation happens here.
+the loader's warnings. No validation happens here. The JSON document's shape is
+documented in op25b(8) (JSON OUTPUT) and kept stable: keys are only ever added.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, time
+from typing import Any
 
 from op25b.policy import addr
-from op25b.policy.loader import LoadResult
+from op25b.policy.loader import LoadResult, PolicyError
 from op25b.policy.model import DaemonConfig, Exemption, Plan, Policy, Prefix, SyslogTransport
 
 MAX_WARNINGS_SHOWN = 50
@@ -28,6 +30,64 @@ def summarize(result: LoadResult, now: datetime | None = None) -> str:
     out += _daemon(policy.daemon)
     out += _warnings(result)
     return "\n".join(out) + "\n"
+
+
+def check_document(
+    source: str, result: LoadResult | None, error: PolicyError | None, now: datetime
+) -> dict[str, Any]:
+    """``op25b check --json``: {"ok", "policy", "summary", "warnings"[, "error"]}.
+
+    ``summary`` is null when the policy did not load; problems are
+    {"location": "file:line:col" or null, "path": "key.path", "message"}.
+    """
+    doc: dict[str, Any] = {
+        "ok": error is None,
+        "policy": source,
+        "summary": _counts(result.policy, now) if result is not None else None,
+        "warnings": [_problem(w.location, w.path, w.message) for w in result.warnings]
+        if result is not None
+        else [],
+    }
+    if error is not None:
+        doc["error"] = _problem(error.location, error.path, error.message)
+    return doc
+
+
+def _problem(location: object, path: str, message: str) -> dict[str, Any]:
+    return {
+        "location": str(location) if location is not None else None,
+        "path": path,
+        "message": message,
+    }
+
+
+def _counts(policy: Policy, now: datetime) -> dict[str, Any]:
+    plans: list[dict[str, Any]] = []
+    total = 0
+    for plan in policy.plans:
+        v4 = [p for p in plan.prefixes if p.version == 4]
+        v6 = [p for p in plan.prefixes if p.version == 6]
+        plans.append(
+            {
+                "name": plan.name,
+                "exempt": plan.exempt,
+                "prefixes_v4": len(v4),
+                "prefixes_v6": len(v6),
+                "addresses_v4": _covered(v4, 32),
+                "files": list(plan.prefixes.files[1:]),  # files[0] is the policy itself
+            }
+        )
+        total += len(v4) + len(v6)
+    active = sum(1 for e in policy.exemptions if e.active(now))
+    return {
+        "version": 1,
+        "guarded_ports": sorted(policy.guarded_ports),
+        "action": policy.action.value,
+        "plans": plans,
+        "prefixes": total,
+        "provider_mta_addresses": sum(len(m.addresses) for m in policy.provider_mtas),
+        "exemptions": {"active": active, "expired": len(policy.exemptions) - active},
+    }
 
 
 def _header(policy: Policy) -> list[str]:
