@@ -13,7 +13,8 @@ fi
 
 APT_PACKAGES=(iptables nftables ipset conntrack iproute2 libnetfilter-queue-dev libnfnetlink-dev
               build-essential python3-dev python3-venv rsyslog swaks libio-socket-inet6-perl
-              netsniff-ng procps systemd logrotate nftables)
+              netsniff-ng procps systemd logrotate nftables
+              man-db groff-base)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -81,11 +81,13 @@ class DaemonProcess:
         extra: Sequence[str] = (),
         env: dict[str, str] | None = None,
         wrapper: Sequence[str] = (),
+        command: Sequence[str] = (sys.executable, "-m", "op25b"),
     ) -> None:
         self.ns = ns
         # ``wrapper`` runs in front of the daemon inside the namespace (e.g. ``setpriv``
         # with a unit's credentials); it must exec, so ``proc.pid`` stays the daemon's.
-        argv = [*wrapper, sys.executable, "-m", "op25b", "run", "--policy", str(policy), *extra]
+        # ``command`` is another op25b to run, e.g. the installed package's /usr/bin/op25b.
+        argv = [*wrapper, *command, "run", "--policy", str(policy), *extra]
         self.proc: subprocess.Popen[str] = popen_in(
             ns,
             argv,
