@@ -35,6 +35,7 @@ from op25b.lab.topology import (
     lab_session,
     lab_status,
     lab_up,
+    labs_state,
 )
 
 SUBSCRIBER_SOURCES = {
@@ -236,6 +237,17 @@ def test_lab_up_status_down(tmp_path: Path) -> None:
         status = lab_status(state_dir)
         assert first.name in status and second.name in status
         assert lab_mod.RES_V4 in status and "MISSING" not in status
+        # `lab status --json`: the same facts as data
+        doc = json.loads(json.dumps(labs_state(state_dir).as_dict()))
+        assert doc["state_dir"] == state_dir
+        # (other runs' labs on this machine are "unrecorded" here; ours are recorded)
+        assert first.name not in doc["unrecorded"] and second.name not in doc["unrecorded"]
+        labs = {lab["name"]: lab for lab in doc["labs"]}
+        assert sorted(labs) == sorted([first.name, second.name])
+        spaces = {ns["role"]: ns for ns in labs[first.name]["namespaces"]}
+        assert [ns["namespace"] for ns in spaces.values()] == list(first.namespaces)
+        assert all(ns["present"] for ns in spaces.values())
+        assert any(a.startswith(f"{lab_mod.RES_V4}/") for a in spaces["res"]["addresses"])
         assert lab_down(first.name, state_dir) == [first.name]
         assert not any(netns_exists(ns) for ns in first.namespaces)
         assert first.name not in lab_status(state_dir)
