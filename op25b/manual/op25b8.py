@@ -82,18 +82,14 @@ def render() -> str:
         out += _command(cmd)
     out += roff.section("JSON OUTPUT")
     out += roff.paragraph("Documents for scripts and monitoring; keys are only ever added.")
-    for name, shape in JSON_OUTPUTS:
-        out += roff.tagged(roff.bold(name), shape)
+    out += roff.definitions(JSON_OUTPUTS, roff.bold)
     out += roff.section("EXIT STATUS")
-    for code, meaning in EXIT_CODES:
-        out += roff.tagged(roff.bold(str(code)), meaning)
+    out += roff.definitions(tuple((str(c), m) for c, m in EXIT_CODES), roff.bold)
     out += roff.section("SIGNALS")
     out += roff.paragraph("op25b run (the systemd unit maps reload and stop to these):")
-    for name, effect in SIGNALS:
-        out += roff.tagged(roff.bold(name), effect)
+    out += roff.definitions(SIGNALS, roff.bold)
     out += roff.section("FILES")
-    for path, what in FILES:
-        out += roff.tagged(roff.italic(path), what)
+    out += roff.definitions(FILES, roff.italic)
     out += roff.section("SEE ALSO")
     out += [
         "op25b\\-policy(5), iptables(8), ipset(8), systemd.service(5), logrotate(8), "

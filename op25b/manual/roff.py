@@ -7,6 +7,8 @@ or a typographic dash (``man -l`` then shows what the code says).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 
 def text(s: str) -> str:
     """Escape running text for roff: backslashes, hyphens, and control characters."""
@@ -47,6 +49,11 @@ def paragraph(body: str) -> list[str]:
 def tagged(tag: str, body: str) -> list[str]:
     """A .TP item: ``tag`` is already roff (e.g. bold()), ``body`` is plain text."""
     return [".TP", tag, text(body)]
+
+
+def definitions(pairs: tuple[tuple[str, str], ...], tag: Callable[[str], str]) -> list[str]:
+    """A list of .TP items: each (term, plain text) with the term styled by ``tag``."""
+    return [line for term, body in pairs for line in tagged(tag(term), body)]
 
 
 def example(lines: list[str]) -> list[str]:

@@ -4,14 +4,14 @@ codes, errors), the /etc/op25b/policy.yaml default of ``check`` and ``run``,
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
 import pytest
+from test_cli import run  # tests/unit, as builders.py
 
 from op25b import clihelp
-from op25b.cli import build_parser, main
+from op25b.cli import build_parser
 from op25b.errors import EXIT_INVALID, EXIT_OK, EXIT_USAGE
 from op25b.manual.parserwalk import commands
 
@@ -19,12 +19,6 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "policies" / "example.yaml"
 STARTER = REPO / "policies" / "starter.yaml"
 NOW = "2026-01-01T00:00:00Z"
-
-
-def run(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = main(list(argv), out, err)
-    return code, out.getvalue(), err.getvalue()
 
 
 def check_json(*argv: str) -> tuple[int, dict[str, object], str]:
@@ -150,9 +144,10 @@ def test_every_subcommand_has_help_with_examples() -> None:
         assert cmd.summary and "\n" not in cmd.summary, cmd.name
         code, out, _ = run(cmd.name, "--help")
         assert code == EXIT_OK
-        assert clihelp.COMMANDS[cmd.name].description.split()[:4] == out.split(
-            "\n\n", 1
-        )[1].split()[:4], cmd.name
+        assert (
+            clihelp.COMMANDS[cmd.name].description.split()[:4]
+            == out.split("\n\n", 1)[1].split()[:4]
+        ), cmd.name
         examples = out[out.index("\nexamples:\n") :]
         for line, _what in clihelp.COMMANDS[cmd.name].examples:
             assert f"\n  {line}\n" in examples
