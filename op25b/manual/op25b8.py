@@ -55,6 +55,13 @@ JSON_OUTPUTS: tuple[tuple[str, str], ...] = (
         "of not_guarded, provider_mta, not_subscriber, exempt_plan, exemption, blocked.",
     ),
     (
+        "op25b rules status --json",
+        '{"ok", "installed", "checked_against": "daemon record"|"structure", "problems": '
+        '[TEXT], "sets", "chains": [{"family", "table", "present", "rules", "jumps", ...}]}; '
+        'exit 0 when ok, 2 when the rules are absent or damaged, 3 (and {"ok": false, '
+        '"error"}) when the state cannot be read.',
+    ),
+    (
         "op25b lab status --json",
         '{"state_dir", "labs": [{"name", "created", "namespaces": [{"role", "namespace", '
         '"present", "addresses": ["address/len@ifname"]}]}], "unrecorded": [NAME]}.',

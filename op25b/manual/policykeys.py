@@ -184,6 +184,13 @@ KEYS: tuple[PolicyKey, ...] = (
         "IPv6 sources are aggregated per /N in the abuse log.",
     ),
     PolicyKey(
+        "daemon.rules_check_interval",
+        "seconds > 0",
+        "1",
+        "Seconds between checks that op25b's rules and sets are still intact in the "
+        "shared firewall; missing or moved ones are repaired at once.",
+    ),
+    PolicyKey(
         "daemon.fast_path",
         "boolean",
         "false",

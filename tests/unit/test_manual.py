@@ -246,7 +246,8 @@ def test_completion_of_commands_and_options(script: Path) -> None:
     assert complete(script, "op25b check --") == ["--help", "--json", "--now", "--quiet"]
     assert complete(script, "op25b lab st") == ["status"]
     assert complete(script, "op25b demo --action ") == ["drop", "reject"]
-    assert complete(script, "op25b rules ") == ["remove", "status"]
+    assert complete(script, "op25b rules ") == ["remove", "show", "status"]
+    assert complete(script, "op25b rules show --now ") == []
 
 
 def test_completion_offers_files_where_paths_go(script: Path, tmp_path: Path) -> None:
