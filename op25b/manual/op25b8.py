@@ -55,6 +55,11 @@ JSON_OUTPUTS: tuple[tuple[str, str], ...] = (
         "of not_guarded, provider_mta, not_subscriber, exempt_plan, exemption, blocked.",
     ),
     (
+        "op25b diff --json",
+        "every changed range with both decisions and their policy lines: the format is "
+        "/usr/share/doc/op25b/diff-format.md. Exit 0 no change, 1 changes.",
+    ),
+    (
         "op25b rules status --json",
         '{"ok", "installed", "checked_against": "daemon record"|"structure", "problems": '
         '[TEXT], "sets", "chains": [{"family", "table", "present", "rules", "jumps", ...}]}; '

@@ -118,7 +118,7 @@ def test_man_pages_completion_and_docs(package: Installed) -> None:
     page = sh(["man", "-P", "cat", "8", "op25b"], timeout=60)
     assert "EXIT STATUS" in page and "op25b check" in page
     assert "complete -F _op25b op25b" in Path(COMPLETION).read_text()
-    for doc in ("README.md", "abuse-log-format.md", "examples/example.yaml"):
+    for doc in ("README.md", "abuse-log-format.md", "diff-format.md", "examples/example.yaml"):
         assert Path("/usr/share/doc/op25b", doc).is_file(), doc
     assert {"/etc/op25b/policy.yaml", "/etc/logrotate.d/op25b"} == set(package.conffiles)
     sh(["logrotate", "--debug", "/etc/logrotate.d/op25b"])
