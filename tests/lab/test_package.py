@@ -125,7 +125,16 @@ def test_man_pages_completion_and_docs(package: Installed) -> None:
 
 
 def ruleset(ns: str) -> str:
-    return sh(["iptables-save"], ns) + sh(["ip6tables-save"], ns) + sh(["ipset", "list", "-n"], ns)
+    """op25b's traces show as OP25B chains, op25b-* sets and the inet op25b table."""
+    return "".join(
+        sh(argv, ns)
+        for argv in (
+            ["iptables-save"],
+            ["ip6tables-save"],
+            ["ipset", "list", "-n"],
+            ["nft", "list", "tables"],
+        )
+    )
 
 
 def test_remove_leaves_no_rules_and_only_conffiles_then_purge_leaves_nothing(
@@ -144,9 +153,10 @@ def test_remove_leaves_no_rules_and_only_conffiles_then_purge_leaves_nothing(
         finally:
             daemon.kill9()
     assert "OP25B" in ruleset(package.ns) and "op25b-" in ruleset(package.ns)
+    assert "table inet op25b" in ruleset(package.ns)
     # ... and removing the package takes it away with everything but the conffiles.
     sh([*APT, "remove", "op25b"], package.ns)
-    assert "OP25B" not in ruleset(package.ns) and "op25b-" not in ruleset(package.ns)
+    assert "OP25B" not in ruleset(package.ns) and "op25b" not in ruleset(package.ns)
     left = [p for p in package.files if os.path.lexists(p) and not os.path.isdir(p)]
     assert sorted(left) == sorted(package.conffiles)
     for gone in ("/opt/venvs/op25b", "/usr/share/doc/op25b", COMPLETION, "/usr/bin/op25b"):
