@@ -352,8 +352,41 @@ class Fuzzer:
             out.append(self.ip6(FRAGMENT, fh + fragmentable[off : off + n], src, dst))
         return out
 
-    def frames(self) -> tuple[str, list[bytes]]:
-        """(kind, IP packets) for one draw; fragments come as several packets."""
+    def syn(self) -> bytes:
+        """A plain SYN (no options, valid checksums) from the pools: for sprays, not fuzz."""
+        r = self.rng
+        v6 = bool(self.src.v6) and (not self.src.v4 or r.random() < 0.5)
+        pool, dsts = (self.src.v6, self.src.dst6) if v6 else (self.src.v4, self.src.dst4)
+        src, dst = r.choice(pool), r.choice(dsts)
+        seg = struct.pack(
+            "!HHIIBBHHH",
+            r.randrange(1024, 65536),
+            GUARDED_PORT,
+            r.getrandbits(32),
+            0,
+            0x50,
+            0x02,
+            65535,
+            0,
+            0,
+        )
+        pseudo = src + dst + (b"\x00\x00\x00\x06" if v6 else b"\x00\x06")
+        csum = checksum(pseudo + struct.pack("!I", len(seg)) + seg)
+        seg = seg[:16] + struct.pack("!H", csum) + seg[18:]
+        if v6:
+            return struct.pack("!IHBB16s16s", 6 << 28, len(seg), 6, 64, src, dst) + seg
+        head = struct.pack(
+            "!BBHHHBBH4s4s", 0x45, 0, 20 + len(seg), r.randrange(65536), 0x4000, 64, 6, 0, src, dst
+        )
+        return head[:10] + struct.pack("!H", checksum(head)) + head[12:] + seg
+
+    def frames(self, plain: bool = False) -> tuple[str, list[bytes]]:
+        """(kind, IP packets) for one draw; fragments come as several packets.
+
+        ``plain``: a well-formed SYN every time (``syn``), for a spray of sources.
+        """
+        if plain:
+            return "syn", [self.syn()]
         kind = self.rng.choices([k for k, _ in KINDS], [w for _, w in KINDS])[0]
         if kind in ("frag4", "frag6"):
             return kind, self.frag4() if kind == "frag4" else self.frag6()
@@ -379,7 +412,13 @@ def _chain6(pkt: bytes | bytearray) -> tuple[int, set[int]]:
 
 
 def send(
-    ifname: str, dmac: bytes, fuzzer: Fuzzer, count: int, rate: int, max_seconds: float
+    ifname: str,
+    dmac: bytes,
+    fuzzer: Fuzzer,
+    count: int,
+    rate: int,
+    max_seconds: float,
+    plain: bool = False,
 ) -> dict[str, object]:
     """Send about ``count`` packets at ``rate``/s (bounded by ``max_seconds``)."""
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
@@ -398,7 +437,7 @@ def send(
         if ahead > 0:
             time.sleep(ahead / rate)  # pacing: the budget is the point, not a wait for state
         for _ in range(64):
-            kind, packets = fuzzer.frames()
+            kind, packets = fuzzer.frames(plain)
             kinds[kind] += len(packets)
             for pkt in packets:
                 try:
@@ -429,10 +468,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--rate", type=int, default=20000)
     p.add_argument("--max-seconds", type=float, default=300.0)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--plain", action="store_true", help="well-formed SYNs only (a spray)")
     a = p.parse_args(argv)
     sources = Sources.from_text(a.src4, a.src6, a.dst4, a.dst6)
     dmac = bytes.fromhex(a.dmac.replace(":", ""))
-    result = send(a.ifname, dmac, Fuzzer(sources, a.seed), a.count, a.rate, a.max_seconds)
+    fuzzer = Fuzzer(sources, a.seed)
+    result = send(a.ifname, dmac, fuzzer, a.count, a.rate, a.max_seconds, a.plain)
     print(json.dumps(result), flush=True)
     return 0
 
