@@ -59,7 +59,13 @@ import floodlab as F  # noqa: E402  (bench helpers next to this file)
 import harness as H  # noqa: E402
 
 from op25b.lab import topology as L  # noqa: E402
-from op25b.lab.mailservers import MailServer, MxConfig, ProviderConfig, start_server  # noqa: E402
+from op25b.lab.mailservers import (  # noqa: E402
+    MailServer,
+    MailServerError,
+    MxConfig,
+    ProviderConfig,
+    start_server,
+)
 from op25b.lab.netns import child_env, popen_in, run_in, stop_process  # noqa: E402
 from op25b.lab.processes import AwaitableLines, DaemonProcess, sd_params  # noqa: E402
 from op25b.lab.topology import Lab, lab_session  # noqa: E402
@@ -426,7 +432,9 @@ class Soak:
         start = len(daemon.lines.snapshot())
         w = Window(time.time())
         F.sh(self.lab.rtr, ["nft", "flush", "ruleset"])
-        daemon.lines.wait_for(lambda s: "kernel rules damaged, repaired" in s, 30, start, "repair")
+        daemon.lines.wait_for(
+            lambda s: "OP25B is missing" in s and "repaired" in s, 30, start, "repair"
+        )
         w.end = time.time()
         after = self.sink.counts()
         w.leaked = {k: after[k] - before[k] for k in after}
@@ -436,14 +444,17 @@ class Soak:
 
     def _await_mail(self, mail: Mail, mx: MailServer, mta: MailServer) -> list[str]:
         deadline = time.monotonic() + 30
-        missing = set(mail.sent)
-        while missing and time.monotonic() < deadline:
-            stored = {e["message_id"] for e in mx.events("stored")}
-            missing -= stored
-            if missing:
-                time.sleep(0.2)  # polling the MX's event list until the relays land
+        missing = []
+        for mid in mail.sent:
+            try:
+                left = max(0.1, deadline - time.monotonic())
+                mx.wait_event(
+                    lambda e, m=mid: e["event"] == "stored" and e["message_id"] == m, left, mid
+                )  # type: ignore[misc]
+            except MailServerError:
+                missing.append(mid)
         deferred = [f"deferred {e['message_id']}: {e['error']}" for e in mta.events("deferred")]
-        return sorted(missing) + deferred
+        return missing + deferred
 
     def _in_window(self, t: float) -> bool:
         return any(w.start <= t <= w.end + 0.05 for w in self.windows)
