@@ -45,7 +45,6 @@ import sys
 import tempfile
 import threading
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -343,12 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             mx.stop()
     print_results(r)
-    out = ROOT / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    path = out / f"fuzz-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-    path.write_text(json.dumps(r, indent=1))
-    print(f"results: {path}")
-    return 0 if all(r["checks"].values()) else 1
+    return H.finish("fuzz", r)
 
 
 if __name__ == "__main__":

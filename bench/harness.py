@@ -8,16 +8,20 @@ Everything here acts inside the lab's namespaces (``ip netns exec``) or reads
   removed again by exact rule text.
 - ``queue_totals``: the kernel's per-queue line for the daemon's namespace.
 - ``Sampler``: VmRSS and open descriptors of a process, once a second, on a thread.
+- ``finish``: save a run's results as JSON and turn its checks into an exit code.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from floodlab import QueueStats, queue_stats, sh
 
@@ -138,3 +142,13 @@ class Sampler:
             "fds_max": max(self.fds),
             "samples": len(self.rss),
         }
+
+
+def finish(kind: str, r: dict[str, Any]) -> int:
+    """Write ``r`` to bench/results/KIND-<UTC time>.json; 0 if every check passed."""
+    out = Path(__file__).resolve().parent / "results"
+    out.mkdir(exist_ok=True)
+    path = out / f"{kind}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    path.write_text(json.dumps(r, indent=1))
+    print(f"results: {path}")
+    return 0 if all(r["checks"].values()) else 1

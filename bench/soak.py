@@ -47,7 +47,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -627,12 +626,7 @@ def main(argv: list[str] | None = None) -> int:
     with lab_session(prefix="op25bsk") as lab, tempfile.TemporaryDirectory() as tmp:
         r = Soak(lab, Path(tmp), a.duration).run()
     print_results(r)
-    out = ROOT / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    path = out / f"soak-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-    path.write_text(json.dumps(r, indent=1))
-    print(f"results: {path}")
-    return 0 if all(r["checks"].values()) else 1
+    return H.finish("soak", r)
 
 
 if __name__ == "__main__":

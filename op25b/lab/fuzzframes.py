@@ -257,7 +257,7 @@ class Fuzzer:
         v6 = r.random() < 0.5
         pkt = bytearray(self.tcp6() if v6 else self.tcp4())
         if v6:
-            tcp_at, heads = _chain6(pkt)
+            tcp_at, heads, _ = chain6(pkt)
             fixed = _FIXED6 | heads
         else:
             tcp_at, fixed = (pkt[0] & 0x0F) * 4, _FIXED4
@@ -393,19 +393,28 @@ class Fuzzer:
         return kind, [getattr(self, kind)()]
 
 
-def _chain6(pkt: bytes | bytearray) -> tuple[int, set[int]]:
-    """Where TCP starts in an IPv6 packet built here, and its next-header byte offsets."""
-    nxt, off, heads = pkt[6], 40, set()
-    while nxt != 6 and off + 2 <= len(pkt):
+def chain6(pkt: bytes | bytearray) -> tuple[int, set[int], int | None]:
+    """Walk an IPv6 packet's extension headers: (where the last header's body starts,
+    the offsets of the next-header bytes, that last header or None if the packet ends
+    inside the chain). A later fragment ends the walk: the rest is the middle of a
+    datagram, not headers.
+    """
+    nxt, off = pkt[6], 40
+    heads: set[int] = set()
+    while nxt in (0, 43, 60, AUTH, FRAGMENT):
+        if off + 4 > len(pkt):
+            return off, heads, None
         heads.add(off)
         if nxt == FRAGMENT:
+            if struct.unpack_from("!H", pkt, off + 2)[0] >> 3:
+                return off, heads, FRAGMENT
             size = 8
         elif nxt == AUTH:
             size = (pkt[off + 1] + 2) * 4
         else:
             size = (pkt[off + 1] + 1) * 8
         nxt, off = pkt[off], off + size
-    return off, heads
+    return off, heads, nxt
 
 
 # -- sending (runs inside a lab namespace) ---------------------------------------------
