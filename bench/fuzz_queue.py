@@ -315,7 +315,8 @@ def print_results(r: dict[str, Any]) -> None:
     )
     print(f"handed to the daemon {r['handed_to_daemon']:,} = answered {r['answered_by_daemon']:,}")
     print(
-        f"RSS MB start/end/max {m['rss_start_mb']}/{m['rss_end_mb']}/{m['rss_max_mb']},"
+        f"RSS MB start/half-way/end/max {m['rss_start_mb']}/{m['rss_half_mb']}"
+        f"/{m['rss_end_mb']}/{m['rss_max_mb']},"
         f" fds {m['fds_start']}/{m['fds_end']}/{m['fds_max']} ({m['samples']} samples)"
     )
     print("arrived in net: " + ", ".join(f"{n} {v:,}" for n, v in r["arrived_in_net"].items()))

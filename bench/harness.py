@@ -135,6 +135,9 @@ class Sampler:
         self._sample()
         return {
             "rss_start_mb": round(self.rss[0], 1),
+            # Warm-up (first allocations, caches filling) is over by the half-way mark;
+            # growth after it is what a leak would show.
+            "rss_half_mb": round(self.rss[len(self.rss) // 2], 1),
             "rss_end_mb": round(self.rss[-1], 1),
             "rss_max_mb": round(max(self.rss), 1),
             "fds_start": self.fds[0],

@@ -601,7 +601,8 @@ def print_results(r: dict[str, Any]) -> None:
         f"faults: {f['rotations']} rotations, {f['deletions']} deletion,"
         f" {f['collector_restarts']} collector restarts"
         f" (messages per start {f['collector_messages_per_start']}), {f['flushes']} flushes",
-        f"RSS MB start/end/max {m['rss_start_mb']}/{m['rss_end_mb']}/{m['rss_max_mb']};"
+        f"RSS MB start/half-way/end/max {m['rss_start_mb']}/{m['rss_half_mb']}"
+        f"/{m['rss_end_mb']}/{m['rss_max_mb']};"
         f" fds {m['fds_start']}/{m['fds_end']}/{m['fds_max']}",
         f"daemon: { {k: v for k, v in r['daemon'].items() if k != 'tracebacks'} }",
         *r["daemon"]["tracebacks"],
