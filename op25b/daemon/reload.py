@@ -36,6 +36,9 @@ class Loaded:
     seconds: float
     sets_only: bool = False
     rules_changed: bool = False
+    # The kernel update was started: after a failure the kernel may be half updated
+    # and the watchdog must put the last good state back (a refused load never is).
+    kernel_touched: bool = False
 
 
 def refuse_reason(old: Policy, new: Policy) -> str | None:
@@ -64,6 +67,7 @@ def reload_policy(
 ) -> Loaded:
     """Load, compile and (leader) put into the kernel; never raises."""
     t0 = time.monotonic()
+    touched = False
     try:
         if sets_only:
             policy, compiled = current, None
@@ -78,6 +82,7 @@ def reload_policy(
         if leader:
             new_cfg = RuleConfig.from_policy(policy)
             changed = not sets_only and new_cfg != RuleConfig.from_policy(current)
+            touched = True
             if changed:
                 kernel.install(new_cfg, policy, clock())
             else:
@@ -86,12 +91,13 @@ def reload_policy(
     except PolicyError as e:
         return Loaded(None, None, str(e), time.monotonic() - t0, sets_only)
     except MemoryError:
-        return Loaded(None, None, "out of memory while loading", time.monotonic() - t0, sets_only)
+        message = "out of memory while loading"
+        return Loaded(None, None, message, time.monotonic() - t0, sets_only, False, touched)
     except Exception as e:  # a kernel command, a bug: still a refused reload, never a dead one
         where = traceback.extract_tb(e.__traceback__)[-1:] if e.__traceback__ else []
         at = f" (at {where[0].filename}:{where[0].lineno})" if where else ""
         message = f"{type(e).__name__}: {e}{at}"
-        return Loaded(None, None, message, time.monotonic() - t0, sets_only)
+        return Loaded(None, None, message, time.monotonic() - t0, sets_only, False, touched)
 
 
 def trim_memory() -> None:

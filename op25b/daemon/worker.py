@@ -311,7 +311,7 @@ class Worker:
                 Severity.ERR, f"reload refused, old policy stays in force: {result.error}", "reload"
             )
             # A kernel update may have failed half-way: put the last good state back.
-            if self.leader:
+            if self.leader and result.kernel_touched:
                 self.watchdog.force()
         else:
             holder = [(self.policy, self.enforcer.compiled)]

@@ -44,6 +44,12 @@ def run_isolated(work: Callable[[], None], what: str = "op25b-kernel") -> None:
         code = 0
         try:
             os.close(r)
+            # The daemon's signal wake-up fd is about to be closed below; left set, the
+            # first SIGCHLD (from the child's own ipset/iptables runs) would write to a
+            # closed descriptor -- a traceback on the daemon's stderr -- or, once the
+            # number is reused, a stray byte into a pipe such as ipset restore's input.
+            with contextlib.suppress(ValueError):
+                signal.set_wakeup_fd(-1)
             _die_with_parent(parent)
             # Every fd but stdin/out/err and the result pipe: the queue socket, the
             # abuse log, syslog and lock sockets stay the parent's alone.

@@ -306,6 +306,19 @@ def test_broken_reload_keeps_the_old_policy_and_kernel(env: Env) -> None:
     assert "action: expected one of drop | reject | monitor" in line
 
 
+def test_refused_load_is_not_reported_as_a_kernel_repair(env: Env) -> None:
+    # A typo in the policy never reached the kernel: no "reinstating" repair, no
+    # rules_repaired (found by bench/soak.py: every invalid reload counted a repair).
+    w = env.worker()
+    env.policy.write_text(env.policy.read_text().replace("action: reject", "action: bounce"))
+    reload(w)
+    checks = w.health.rules_checks
+    steps_until(w, lambda: w.health.rules_checks >= checks + 3)
+    assert env.kernel.names().count("install") == 1
+    assert w.health.rules_repaired == 0
+    assert not env.syslog.having("reinstating the last good ruleset")
+
+
 def test_reload_that_moves_the_queue_is_refused(env: Env) -> None:
     w = env.worker()
     env.write(queue=7)
