@@ -131,7 +131,8 @@ def _sinks(lab: Lab) -> H.Sink:
             H.SinkRule(fam, f"fuzz-blocked-tcp25-v{fam}", f"-s {blocked} -p tcp -m tcp --dport 25"),
         ]
         if fam == 6:
-            # TCP behind an AH header: the kernel's l4proto stops at AH (see README).
+            # TCP behind an AH header: "-p tcp" stops at AH, so op25b jumps on "-p ah"
+            # from subscribers too; none of these may arrive.
             rules.append(H.SinkRule(fam, "fuzz-blocked-ah-v6", f"-s {blocked} -p ah"))
         rules += [
             H.SinkRule(fam, f"fuzz-blocked-other-v{fam}", f"-s {blocked}"),

@@ -123,8 +123,14 @@ def _jumps(cfg: RuleConfig, version: int) -> list[str]:
     chunks = [ports[i : i + MULTIPORT_MAX] for i in range(0, len(ports), MULTIPORT_MAX)]
     subs = _set_match("subs", version, "src")
     return [
-        f"-p tcp -m multiport --dports {','.join(map(str, c))} {subs} {COMMENT} -j {CHAIN}"
-        for c in chunks
+        *(
+            f"-p tcp -m multiport --dports {','.join(map(str, c))} {subs} {COMMENT} -j {CHAIN}"
+            for c in chunks
+        ),
+        # TCP behind an AH header: the kernel's protocol match stops at AH, so "-p tcp"
+        # never sees it (found by the fuzz campaign). The daemon's parser walks AH and
+        # decides the TCP segment inside; AH from subscribers is rare enough to ask about.
+        f"-p ah {subs} {COMMENT} -j {CHAIN}",
     ]
 
 
@@ -193,15 +199,17 @@ def _fallback(cfg: RuleConfig, v: int) -> list[str]:
         return ["-j DROP"]
     subs = _set_match("subs", v, "src")
     blocked = {
-        Action.DROP: f"{subs} -j DROP",
-        Action.REJECT: _reject(subs),
+        Action.DROP: [f"{subs} -j DROP"],
+        # A TCP reset only exists for TCP: what else a blocked subscriber sends here
+        # (TCP inside AH) is dropped.
+        Action.REJECT: [_reject(subs), f"{subs} -j DROP"],
         # For monitor this RETURN still counts would-be blocks while the daemon is down.
-        Action.MONITOR: f"{subs} -j RETURN",
+        Action.MONITOR: [f"{subs} -j RETURN"],
     }
     return [
         f"{_set_match('mta', v, 'dst')} -j RETURN",
         f"{_set_match('allow', v, 'src')} -j RETURN",
-        blocked[cfg.action],
+        *blocked[cfg.action],
         "-j RETURN",
     ]
 
@@ -213,6 +221,7 @@ def _filter_body(cfg: RuleConfig, v: int) -> list[str]:
         TRUST,
         f"{_mark(ACCEPT_MARK)} -j RETURN",
         _reject(_mark(REJECT_MARK)),
+        f"{_mark(REJECT_MARK)} -j DROP",  # a reject verdict on non-TCP (inside AH)
         *_fallback(cfg, v),
     ]
 

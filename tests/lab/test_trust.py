@@ -325,3 +325,35 @@ def test_a_deleted_nft_table_is_put_back(start: StartFn, lab: Lab, tmp_path: Pat
         assert outcomes(probes(lab.bot, [(a["bot"], a["mx"], 25)], timeout=5)) == ["refused"]
     assert r.stop() == 0
     assert int(r.final_counters()["rules_repaired"]) >= 1
+
+
+SEND_AH = """
+import sys
+from scapy.all import AH, IP, IPv6, TCP, conf, send
+conf.verb = 0
+src, dst, dport = sys.argv[1], sys.argv[2], int(sys.argv[3])
+ip = IPv6(src=src, dst=dst) if ":" in src else IP(src=src, dst=dst)
+for i in range(5):
+    send(ip / AH(spi=0x100 + i, seq=i) / TCP(sport=41000 + i, dport=dport, flags="S"))
+"""
+
+
+def ah_counter(family: int, src: str) -> list[str]:
+    """Counts AH from ``src`` arriving at the MX host (the MX's stack drops it anyway)."""
+    return ["-t", "filter", "-A", "INPUT", "-s", src, "-p", "ah"]
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_tcp_inside_ah_is_decided_too(
+    start: StartFn, lab: Lab, tmp_path: Path, family: int
+) -> None:
+    # Found by the fuzz campaign: "-p tcp" stops at an AH header, so a SYN behind AH
+    # used to pass the router undecided. Now subscribers' AH is queued and decided.
+    a = addresses(family)
+    start(write_policy(tmp_path / "p.yaml", "drop"))
+    with rules_in(lab.net, family, [ah_counter(family, a["bot"]), ah_counter(family, a["biz"])]):
+        for who in ("bot", "biz"):
+            run_in(getattr(lab, who), [sys.executable, "-c", SEND_AH, a[who], a["mx"], "25"],
+                   check=True, capture_output=True)
+        assert received(lab.net, family, a["bot"]) == 0  # blocked subscriber: dropped
+        assert received(lab.net, family, a["biz"]) == 5  # exempt plan: decided, let through

@@ -296,6 +296,7 @@ def test_default_rules_v4() -> None:
         "-j CONNMARK --set-xmark 0xc00000/0xf00000",
         "-m mark --mark 0xa00000/0xf00000 -j RETURN",
         "-p tcp -m mark --mark 0xb00000/0xf00000 -j REJECT --reject-with tcp-reset",
+        "-m mark --mark 0xb00000/0xf00000 -j DROP",  # a reject verdict on TCP inside AH
         "-m set --match-set op25b-mta4 dst -j RETURN",
         "-m set --match-set op25b-allow4 src -j RETURN",
         "-m set --match-set op25b-subs4 src -j DROP",
@@ -306,6 +307,9 @@ def test_default_rules_v4() -> None:
         "-m comment --comment op25b -j OP25B"
     )
     assert text.count(jump) == 2  # once per table, subscriber sources only
+    # TCP behind AH is invisible to "-p tcp": subscribers' AH is asked about too.
+    ah = "-I FORWARD 1 -p ah -m set --match-set op25b-subs4 src -m comment --comment op25b -j OP25B"
+    assert text.count(ah) == 2
     assert ":OP25B - [0:0]" in text
 
 
@@ -319,6 +323,7 @@ def test_default_rules_v4() -> None:
             Action.REJECT,
             [
                 "-p tcp -m set --match-set op25b-subs6 src -j REJECT --reject-with tcp-reset",
+                "-m set --match-set op25b-subs6 src -j DROP",  # not TCP: TCP inside AH
                 "-j RETURN",
             ],
         ),
@@ -334,7 +339,7 @@ def test_down_modes_v6(down: DownMode, action: Action, tail: list[str]) -> None:
     chain = _chain(text, "filter")
     assert chain[4:][-len(tail) :] == tail
     if down is not DownMode.STATIC:
-        assert len(chain) == 5
+        assert len(chain) == 6
 
 
 def test_many_ports_and_workers() -> None:
@@ -342,10 +347,11 @@ def test_many_ports_and_workers() -> None:
     text = render_rules(RuleConfig(guarded_ports=ports, queue=4, workers=3), 4)
     filter_block = text.split("*mangle")[0]
     jumps = [ln for ln in filter_block.splitlines() if ln.startswith("-I FORWARD")]
-    assert len(jumps) == 2
+    assert len(jumps) == 3  # two port chunks and TCP inside AH
     # inserted at 1 in reverse, so the first port chunk ends up first
-    assert "--dports 2015,2016,2017,2018,2019 -m set --match-set op25b-subs4 src " in jumps[0]
-    assert "--dports " + ",".join(map(str, range(2000, 2015))) + " " in jumps[1]
+    assert jumps[0].startswith("-I FORWARD 1 -p ah ")
+    assert "--dports 2015,2016,2017,2018,2019 -m set --match-set op25b-subs4 src " in jumps[1]
+    assert "--dports " + ",".join(map(str, range(2000, 2015))) + " " in jumps[2]
     assert all("--match-set op25b-subs4 src" in j for j in jumps)
     assert "-j NFQUEUE --queue-balance 4:6 --queue-bypass" in _chain(
         text, "mangle"
@@ -489,6 +495,6 @@ def test_trusted_connmark_is_ours_and_never_a_verdict() -> None:
 def test_every_jump_is_for_subscriber_sources(version: int) -> None:
     text = render_rules(RuleConfig(guarded_ports=tuple(range(1, 40))), version)
     jumps = [ln for ln in text.splitlines() if ln.startswith("-I FORWARD")]
-    assert len(jumps) == 6  # 39 ports in 3 chunks, in both tables
+    assert len(jumps) == 8  # 39 ports in 3 chunks and one for AH, in both tables
     assert all(f"-m set --match-set op25b-subs{version} src " in j for j in jumps)
     assert "! --match-set" not in text  # no "not a subscriber" fast path left
