@@ -184,7 +184,7 @@ def test_rules_status_is_a_monitoring_check(start, lab: Lab, tmp_path: Path) -> 
     assert bad.returncode == 2
     doc = json.loads(bad.stdout)
     assert doc["ok"] is False
-    assert "iptables mangle: the FORWARD jump to OP25B is missing" in doc["problems"]
+    assert "iptables mangle: the FORWARD jumps to OP25B changed" in doc["problems"]
     shown = op25b(lab, "rules", "show", str(tmp_path / "p.yaml"))
     assert shown.returncode == 0
     assert "-A OP25B -p tcp -m mark --mark 0xb00000/0xf00000 -j REJECT" in shown.stdout

@@ -237,7 +237,7 @@ def test_install_twice_replaces_crash_leftovers(ns: list[str]) -> None:
     rules.install(RuleConfig.from_policy(p2), compute_sets(p2, NOW), ns)
     for save in ("iptables-save", "ip6tables-save"):
         text = in_ns(ns, save)
-        assert text.count("-j OP25B") == 2  # one jump per table, not doubled
+        assert text.count("-j OP25B") == 4  # TCP and AH jumps per table, not doubled
         assert "--dports 25,2525 " in text
         assert text.count(":OP25B ") == 2
         filt = text.split("*filter", 1)[1].split("COMMIT", 1)[0]
