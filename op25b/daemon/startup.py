@@ -61,6 +61,7 @@ class Progress:
         self._label = ""
         self._deadline = 0.0  # the ticker extends until then; progress pushes it on
         self._stop = threading.Event()
+        self.ticks = 0  # ticker wake-ups, extended or not (tests await them)
 
     @contextmanager
     def phase(self, text: str, allowed: float = STALL) -> Iterator[None]:
@@ -91,3 +92,4 @@ class Progress:
         while not self._stop.wait(self.tick):
             if self.clock() < self._deadline:
                 self.notifier.extend_timeout(2 * self.tick, self.text)
+            self.ticks += 1
