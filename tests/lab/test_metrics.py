@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from test_daemon import Running, outcomes, probes, with_daemon_keys, write_policy
+from test_daemon import outcomes, probes, with_daemon_keys, write_policy
 
 from op25b.lab import topology as L
 from op25b.lab.netns import child_env, popen_in, run_in, stop_process
@@ -125,19 +125,6 @@ def prometheus(lab: Lab, tmp_path: Path) -> Iterator[Prometheus]:
         p.stop()
 
 
-@pytest.fixture
-def daemon(lab: Lab, listeners: object, tmp_path: Path) -> Iterator[list[Running]]:
-    """Daemons started by a test; stopped and their rules removed whatever happens."""
-    started: list[Running] = []
-    yield started
-    for r in started:
-        if r.daemon.proc.poll() is None:
-            r.stop()
-    from op25b.kernel import rules
-
-    rules.remove(cmd_prefix=["ip", "netns", "exec", lab.rtr])
-
-
 def metrics_policy(tmp: Path, workers: int) -> tuple[Path, Path]:
     textfile = tmp / "op25b.prom"
     policy = with_daemon_keys(
@@ -156,11 +143,10 @@ def blocked_in_textfile(textfile: Path) -> float:
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_prometheus_sees_what_syslog_counts(
-    lab: Lab, daemon: list[Running], prometheus: Prometheus, tmp_path: Path, workers: int
+    start, lab: Lab, prometheus: Prometheus, tmp_path: Path, workers: int
 ) -> None:
     policy, textfile = metrics_policy(tmp_path, workers)
-    r = Running(lab, policy, tmp_path)
-    daemon.append(r)
+    r = start(policy)
     mxes = L.NET_MX_EXTRA_V4
     first = [(L.BOT_V4, mx, 25) for mx in mxes[:12]]
     assert set(outcomes(probes(lab.bot, first, timeout=5))) == {"refused"}
