@@ -27,6 +27,7 @@ from op25b.daemon.lock import NamespaceLock
 from op25b.daemon.main import run
 from op25b.daemon.metrics import render
 from op25b.daemon.metricshub import Channel, MetricsHub, Sample, take_sample
+from op25b.daemon.sdnotify import Notifier
 from op25b.dataplane.counters import Counters
 from op25b.errors import EXIT_ENVIRONMENT
 from op25b.kernel.queuestats import QueueStats
@@ -334,12 +335,7 @@ def test_daemon_writes_the_textfile_while_it_enforces_and_removes_it_on_stop(
 
     t = threading.Thread(target=drive)
     t.start()
-    code = run(
-        str(env.policy),
-        Overrides(),
-        kernel=env.kernel,
-        lock=NamespaceLock(b"\0op25b-test-metrics-" + os.urandom(4).hex().encode()),
-    )
+    code = run_env(env)
     t.join()
     assert failures == []
     assert code == 0
@@ -351,41 +347,41 @@ def test_daemon_writes_the_textfile_while_it_enforces_and_removes_it_on_stop(
     assert not list(tmp_path.glob("op25b.prom.*"))  # no temporary left behind
 
 
-def test_unwritable_textfile_exits_3_before_touching_the_kernel(env: Env, tmp_path: Path) -> None:
-    with_metrics(env, tmp_path / "missing" / "op25b.prom")
-    err = StringIO()
-    code = run(
+def run_env(env: Env, err: StringIO | None = None, notifier: Notifier | None = None) -> int:
+    """``op25b run`` in this thread on the fake kernel, with a lock of its own."""
+    name = b"\0op25b-test-" + os.urandom(6).hex().encode()
+    return run(
         str(env.policy),
         Overrides(),
-        err,
+        err or StringIO(),
         kernel=env.kernel,
-        lock=NamespaceLock(b"\0op25b-test-metrics-tf"),
-    )
-    assert code == EXIT_ENVIRONMENT
-    assert env.kernel.calls == []
-    assert err.getvalue() == (
-        f"op25b run: daemon.metrics.textfile: cannot write {tmp_path}/missing/op25b.prom:"
-        " No such file or directory\n"
+        notifier=notifier,
+        lock=NamespaceLock(name),
     )
 
 
-def test_listen_address_not_on_this_host_exits_3_before_touching_the_kernel(
-    env: Env, tmp_path: Path
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        (  # the directory does not exist
+            "",
+            "daemon.metrics.textfile: cannot write {tmp}/missing/op25b.prom:"
+            " No such file or directory",
+        ),
+        (  # 192.0.2.1 (documentation) is on no interface: the bind fails, nothing is sent
+            ', listen: "192.0.2.1:9125"',
+            "daemon.metrics.listen: cannot listen on 192.0.2.1:9125:"
+            " Cannot assign requested address",
+        ),
+    ],
+)
+def test_unusable_metrics_output_exits_3_before_touching_the_kernel(
+    env: Env, tmp_path: Path, setting: str, expected: str
 ) -> None:
-    # 192.0.2.1 (documentation) is on no interface: the bind fails, no packet is sent.
-    with_metrics(env, tmp_path / "op25b.prom", ', listen: "192.0.2.1:9125"')
+    textfile = tmp_path / ("missing" if not setting else "") / "op25b.prom"
+    with_metrics(env, textfile, setting)
     err = StringIO()
-    code = run(
-        str(env.policy),
-        Overrides(),
-        err,
-        kernel=env.kernel,
-        lock=NamespaceLock(b"\0op25b-test-metrics-listen"),
-    )
-    assert code == EXIT_ENVIRONMENT
+    assert run_env(env, err) == EXIT_ENVIRONMENT
     assert env.kernel.calls == []
-    assert err.getvalue() == (
-        "op25b run: daemon.metrics.listen: cannot listen on 192.0.2.1:9125:"
-        " Cannot assign requested address\n"
-    )
-    assert not (tmp_path / "op25b.prom").exists()
+    assert err.getvalue() == "op25b run: " + expected.format(tmp=tmp_path) + "\n"
+    assert not textfile.exists()

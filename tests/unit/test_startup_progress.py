@@ -16,10 +16,8 @@ from pathlib import Path
 import pytest
 import test_daemon_lifecycle
 from test_daemon_lifecycle import Env
+from test_metrics import run_env
 
-from op25b.daemon.config import Overrides
-from op25b.daemon.lock import NamespaceLock
-from op25b.daemon.main import run
 from op25b.daemon.sdnotify import Notifier
 from op25b.daemon.startup import STALL, Progress, budget
 from op25b.policy.loader import load_policy
@@ -84,13 +82,7 @@ def test_start_tells_each_phase_then_ready(env: Env, systemd: Systemd) -> None:
 
     t = threading.Thread(target=stopper)
     t.start()
-    code = run(
-        str(env.policy),
-        Overrides(),
-        kernel=env.kernel,
-        notifier=systemd.notifier(),
-        lock=NamespaceLock(b"\0op25b-test-status-" + os.urandom(4).hex().encode()),
-    )
+    code = run_env(env, notifier=systemd.notifier())
     t.join()
     assert code == 0
     statuses = systemd.statuses()
