@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_daemon_lifecycle import BOT, MX, RES, Env
 from test_engine import v4
 
+from op25b import cli
 from op25b.daemon.config import Overrides
 from op25b.daemon.lock import NamespaceLock
 from op25b.daemon.main import run
@@ -79,6 +80,11 @@ def test_metrics_keys_are_read(tmp_path: Path) -> None:
         0.5,
     )
     assert m.enabled
+    out = StringIO()
+    assert cli.main(["check", str(path)], out, StringIO()) == 0
+    assert ", metrics http://[2001:db8::9]:9125/metrics + textfile /var/lib/n/op25b.prom" in (
+        out.getvalue()
+    )
     plain = tmp_path / "plain.yaml"
     plain.write_text(POLICY)
     assert not load_policy(plain).policy.daemon.metrics.enabled
