@@ -53,14 +53,19 @@ def refuse_reason(old: Policy, new: Policy) -> str | None:
     """Why a reload cannot be applied in place, or None.
 
     The queue numbers are bound by running processes; moving them means rebinding every
-    worker, which a restart does cleanly (and the fallback rules hold meanwhile).
+    worker, which a restart does cleanly (and the fallback rules hold meanwhile). The
+    metrics outputs are opened once at start too: a changed ``daemon.metrics`` is
+    refused rather than silently ignored until the next restart.
     """
     o, n = old.daemon, new.daemon
+    restart = " restart op25b to apply (systemctl restart op25b)"
     if (o.queue, o.workers) != (n.queue, n.workers):
         return (
             f"daemon.queue/workers changed ({o.queue}/{o.workers} -> {n.queue}/{n.workers});"
-            " restart op25b to apply (systemctl restart op25b)"
+            + restart
         )
+    if o.metrics != n.metrics:
+        return "daemon.metrics changed;" + restart
     return None
 
 

@@ -391,3 +391,14 @@ def test_unusable_metrics_output_exits_3_before_touching_the_kernel(
     assert env.kernel.calls == []
     assert err.getvalue() == "op25b run: " + expected.format(tmp=tmp_path) + "\n"
     assert not textfile.exists()
+
+
+def test_a_reload_that_changes_the_metrics_is_refused(env: Env, tmp_path: Path) -> None:
+    from test_daemon_lifecycle import reload
+
+    w = env.worker()
+    with_metrics(env, tmp_path / "op25b.prom")
+    reload(w)
+    assert w.counters.reload_failures == 1
+    (line,) = env.syslog.having("reload refused")
+    assert "daemon.metrics changed; restart op25b to apply (systemctl restart op25b)" in line
