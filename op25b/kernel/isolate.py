@@ -51,12 +51,6 @@ def run_isolated(work: Callable[[], None], what: str = "op25b-kernel") -> None:
             with contextlib.suppress(ValueError):
                 signal.set_wakeup_fd(-1)
             _die_with_parent(parent)
-            # The daemon's signal wake-up fd is closed below and its number reused by
-            # the next pipe (subprocess's exec-error pipe): the C handler would write
-            # SIGCHLD's byte (0x11) into it when the work's child exits ("Bad
-            # exception data from child"). The forking thread is this child's main one.
-            with contextlib.suppress(ValueError):
-                signal.set_wakeup_fd(-1)
             # Every fd but stdin/out/err and the result pipe: the queue socket, the
             # abuse log, syslog and lock sockets stay the parent's alone.
             os.closerange(3, w)
