@@ -14,7 +14,7 @@ fi
 APT_PACKAGES=(iptables nftables ipset conntrack iproute2 libnetfilter-queue-dev libnfnetlink-dev
               build-essential python3-dev python3-venv rsyslog swaks libio-socket-inet6-perl
               netsniff-ng procps systemd logrotate nftables
-              man-db groff-base)
+              man-db groff-base prometheus)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -31,7 +31,7 @@ if [ ! -x .venv/bin/python ]; then
     echo "bootstrap: creating .venv"
     "$PY" -m venv .venv
 fi
-if ! .venv/bin/python -c "import op25b, netfilterqueue, pyroute2, scapy, yaml, pytest, matplotlib" 2>/dev/null \
+if ! .venv/bin/python -c "import op25b, netfilterqueue, prometheus_client, pyroute2, scapy, yaml, pytest, matplotlib" 2>/dev/null \
    || [ pyproject.toml -nt .venv/.op25b-installed ]; then
     echo "bootstrap: installing op25b and its dependencies into .venv"
     .venv/bin/python -m pip install -q --upgrade pip >/dev/null

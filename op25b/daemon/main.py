@@ -28,15 +28,23 @@ import sys
 import time
 import traceback
 from datetime import UTC, datetime
-from typing import NoReturn, TextIO
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from op25b.daemon.config import Overrides, apply_overrides
 from op25b.daemon.lock import NamespaceLock
+from op25b.daemon.metricshub import Channel, MetricsHub
 from op25b.daemon.reload import trim_memory
 from op25b.daemon.sdnotify import Notifier
+from op25b.daemon.startup import (
+    COMPILE_PER_MILLION,
+    INSTALL_PER_MILLION,
+    Progress,
+    budget,
+    prefix_count,
+)
 from op25b.daemon.syslogformat import Severity
 from op25b.daemon.worker import Worker
-from op25b.errors import EXIT_ENVIRONMENT, EXIT_INVALID, Op25bError
+from op25b.errors import EXIT_ENVIRONMENT, EXIT_INVALID, EnvironmentFailure, Op25bError
 from op25b.kernel import integrity
 from op25b.kernel.ruletext import RuleConfig
 from op25b.kernel.seam import Kernel, SystemKernel
@@ -44,6 +52,9 @@ from op25b.policy.compiled import CompiledPolicy, compile_policy
 from op25b.policy.loader import load_policy
 from op25b.policy.model import DaemonConfig, Policy
 from op25b.policy.problems import PolicyError
+
+if TYPE_CHECKING:  # prometheus_client is needed only when daemon.metrics is set
+    from op25b.daemon.metrics import Exporter
 
 EXIT_CRASHED = 1
 # More unexpected follower deaths than this within the window: stop and let systemd
@@ -69,8 +80,11 @@ def run(
     kernel, none with an injected one) records the installed state for
     ``op25b rules status``.
     """
+    notifier = Notifier() if notifier is None else notifier
+    progress = Progress(notifier)
     try:
-        policy = load_policy(policy_path).policy
+        with progress.phase(f"loading {policy_path}"):
+            policy = load_policy(policy_path, progress=progress.loaded).policy
         cfg = apply_overrides(policy.daemon, overrides)
     except PolicyError as e:
         print(e, file=err)
@@ -81,7 +95,6 @@ def run(
     if state_file is None:
         state_file = integrity.state_file() if kernel is None else ""
     kernel = SystemKernel() if kernel is None else kernel
-    notifier = Notifier() if notifier is None else notifier
     lock = NamespaceLock() if lock is None else lock
     try:
         lock.acquire()
@@ -89,9 +102,63 @@ def run(
         print(f"op25b run: {e}", file=err)
         return e.exit_code
     try:
-        return _run_locked(policy_path, policy, cfg, kernel, notifier, lock, err, state_file)
+        with _Metrics(cfg) as metrics:
+            code = _run_locked(
+                policy_path, policy, cfg, kernel, progress, lock, err, state_file, metrics
+            )
+            metrics.clean = code == 0
+            return code
+    except EnvironmentFailure as e:
+        print(f"op25b run: {e}", file=err)
+        return e.exit_code
     finally:
         lock.release()
+
+
+class _Metrics:
+    """``daemon.metrics``: the exporter (if configured) from start to exit.
+
+    prometheus_client is imported only when a policy asks for metrics, so a daemon
+    without them runs without the library.
+    """
+
+    def __init__(self, cfg: DaemonConfig) -> None:
+        self.cfg = cfg.metrics
+        self.hub = MetricsHub()
+        self.exporter: Exporter | None = None
+        self.clean = False  # exit 0: the rules are gone, so is the textfile
+
+    def __enter__(self) -> _Metrics:
+        if self.cfg.enabled:
+            try:
+                from op25b.daemon.metrics import Exporter
+            except ImportError:
+                raise EnvironmentFailure(
+                    "daemon.metrics needs prometheus-client (pip install 'op25b[daemon]')"
+                ) from None
+            self.exporter = Exporter(self.cfg, self.hub, Channel())
+            try:
+                self.exporter.open()  # before the kernel is touched: exit 3 if it fails
+            except EnvironmentFailure:
+                self.exporter.stop(clean=True)
+                raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.exporter is not None:
+            self.exporter.stop(self.clean)
+
+    def attach(self, worker: Worker) -> None:
+        """The leader publishes into the hub; the exporter's thread starts."""
+        if self.exporter is not None:
+            worker.on_metrics = self.hub.publish
+            self.exporter.start()
+
+    def in_follower(self, worker: Worker) -> None:
+        """A forked follower: drop the leader's sockets, send samples to the leader."""
+        if self.exporter is not None:
+            self.exporter.in_follower()
+            worker.on_metrics = self.exporter.channel.send
 
 
 def _run_locked(
@@ -99,21 +166,18 @@ def _run_locked(
     policy: Policy,
     cfg: DaemonConfig,
     kernel: Kernel,
-    notifier: Notifier,
+    progress: Progress,
     lock: NamespaceLock,
     err: TextIO,
     state_file: str,
+    metrics: _Metrics,
 ) -> int:
-    notifier.status(f"compiling {policy_path}")
+    notifier = progress.notifier
+    size = prefix_count(policy)
+    with progress.phase(f"compiling {size:,} prefixes", budget(COMPILE_PER_MILLION, size)):
+        compiled = compile_policy(policy)
     worker = Worker(
-        policy_path,
-        policy,
-        compile_policy(policy),
-        cfg,
-        index=0,
-        kernel=kernel,
-        notifier=notifier,
-        err=err,
+        policy_path, policy, compiled, cfg, index=0, kernel=kernel, notifier=notifier, err=err
     )
     try:
         worker.writer.open()
@@ -122,15 +186,17 @@ def _run_locked(
         return EXIT_ENVIRONMENT
     worker.watchdog.state_file = state_file
     trim_memory()
-    notifier.status("installing kernel rules")
     try:
-        kernel.install(RuleConfig.from_policy(policy), policy, datetime.now(UTC))
+        text = f"installing kernel rules and sets ({size:,} prefixes)"
+        with progress.phase(text, budget(INSTALL_PER_MILLION, size)):
+            kernel.install(RuleConfig.from_policy(policy), policy, datetime.now(UTC))
         worker.watchdog.take_expected_state()
     except (Op25bError, OSError, ValueError) as e:
         hint = " (op25b run needs root or CAP_NET_ADMIN)" if os.geteuid() != 0 else ""
         print(f"op25b run: installing kernel rules failed{hint}: {e}", file=err)
         return EXIT_ENVIRONMENT
-    followers = Followers(worker, lock)
+    notifier.status(f"binding {cfg.workers} queue(s) from {cfg.queue}")
+    followers = Followers(worker, lock, metrics)
     try:
         followers.start_all()
         worker.bind()
@@ -142,6 +208,7 @@ def _run_locked(
     worker.on_reloaded = followers.restart_all
     worker.on_tick = followers.reap
     worker.on_stopping = followers.stop_all
+    metrics.attach(worker)
     try:
         return worker.serve()
     except FollowerCrashLoop as e:
@@ -166,9 +233,10 @@ class FollowerCrashLoop(Exception):
 class Followers:
     """The leader's forked workers: started, restarted, stopped."""
 
-    def __init__(self, leader: Worker, lock: NamespaceLock) -> None:
+    def __init__(self, leader: Worker, lock: NamespaceLock, metrics: _Metrics) -> None:
         self.leader = leader
         self.lock = lock
+        self.metrics = metrics
         self.pids: dict[int, int] = {}  # pid -> worker index
         self._expected_exits: set[int] = set()
         self._deaths: list[float] = []
@@ -197,7 +265,7 @@ class Followers:
         leader_pid = os.getpid()
         pid = os.fork()
         if pid == 0:
-            _follower_main(w, index, policy, compiled, self.lock, ready_w, leader_pid)
+            _follower_main(w, index, policy, compiled, self, ready_w, leader_pid)
         self.pids[pid] = index
 
     def restart_all(self) -> None:
@@ -259,7 +327,7 @@ def _follower_main(
     index: int,
     policy: Policy,
     compiled: CompiledPolicy,
-    lock: NamespaceLock,
+    followers: Followers,
     ready_w: int | None,
     leader_pid: int,
 ) -> NoReturn:
@@ -269,7 +337,7 @@ def _follower_main(
         _die_with(signal.SIGTERM, leader_pid)
         # The lock is the leader's alone: a follower holding it would block a restart.
         with contextlib.suppress(OSError):
-            os.close(lock.fileno())
+            os.close(followers.lock.fileno())
         w = Worker(
             leader.policy_path,
             policy,
@@ -281,6 +349,7 @@ def _follower_main(
             err=leader.err,
             clock=leader.clock,
         )
+        followers.metrics.in_follower(w)
         w.writer.open()
         w.bind()
         if ready_w is not None:

@@ -18,6 +18,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from op25b.daemon.sdnotify import Notifier
+from op25b.daemon.startup import (
+    COMPILE_PER_MILLION,
+    INSTALL_PER_MILLION,
+    Progress,
+    budget,
+    prefix_count,
+)
 from op25b.kernel.ruletext import RuleConfig
 from op25b.kernel.seam import Kernel
 from op25b.policy.compiled import CompiledPolicy, compile_policy
@@ -45,14 +53,19 @@ def refuse_reason(old: Policy, new: Policy) -> str | None:
     """Why a reload cannot be applied in place, or None.
 
     The queue numbers are bound by running processes; moving them means rebinding every
-    worker, which a restart does cleanly (and the fallback rules hold meanwhile).
+    worker, which a restart does cleanly (and the fallback rules hold meanwhile). The
+    metrics outputs are opened once at start too: a changed ``daemon.metrics`` is
+    refused rather than silently ignored until the next restart.
     """
     o, n = old.daemon, new.daemon
+    restart = " restart op25b to apply (systemctl restart op25b)"
     if (o.queue, o.workers) != (n.queue, n.workers):
         return (
             f"daemon.queue/workers changed ({o.queue}/{o.workers} -> {n.queue}/{n.workers});"
-            " restart op25b to apply (systemctl restart op25b)"
+            + restart
         )
+    if o.metrics != n.metrics:
+        return "daemon.metrics changed;" + restart
     return None
 
 
@@ -64,29 +77,42 @@ def reload_policy(
     leader: bool,
     sets_only: bool = False,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    progress: Progress | None = None,
 ) -> Loaded:
-    """Load, compile and (leader) put into the kernel; never raises."""
+    """Load, compile and (leader) put into the kernel; never raises.
+
+    ``progress`` (a full reload by the leader) tells systemd each step in STATUS=
+    and asks for time while it runs (systemd times the RELOADING=1 state too).
+    """
     t0 = time.monotonic()
     touched = False
+    tell = progress or Progress(Notifier({}))  # no NOTIFY_SOCKET: silent, no thread
     try:
         if sets_only:
             policy, compiled = current, None
         else:
-            policy = load_policy(path).policy
+            with tell.phase(f"reloading {path}"):
+                policy = load_policy(path, progress=tell.loaded).policy
             why = refuse_reason(current, policy)
             if why is not None:
                 return Loaded(None, None, why, time.monotonic() - t0)
-            compiled = compile_policy(policy)
+            size = prefix_count(policy)
+            with tell.phase(
+                f"reloading: compiling {size:,} prefixes", budget(COMPILE_PER_MILLION, size)
+            ):
+                compiled = compile_policy(policy)
             trim_memory()  # the loader's garbage is gone by now
         changed = False
         if leader:
             new_cfg = RuleConfig.from_policy(policy)
             changed = not sets_only and new_cfg != RuleConfig.from_policy(current)
             touched = True
-            if changed:
-                kernel.install(new_cfg, policy, clock())
-            else:
-                kernel.update_sets(policy, clock())
+            size = prefix_count(policy)
+            with tell.phase("reloading: updating the kernel", budget(INSTALL_PER_MILLION, size)):
+                if changed:
+                    kernel.install(new_cfg, policy, clock())
+                else:
+                    kernel.update_sets(policy, clock())
         return Loaded(policy, compiled, None, time.monotonic() - t0, sets_only, changed)
     except PolicyError as e:
         return Loaded(None, None, str(e), time.monotonic() - t0, sets_only)

@@ -1,4 +1,4 @@
-"""systemd's sd_notify protocol (READY/RELOADING/STOPPING/WATCHDOG/STATUS).
+"""systemd's sd_notify protocol: READY, RELOADING, STOPPING, WATCHDOG, STATUS, EXTEND_TIMEOUT_USEC.
 
 Implemented directly on the NOTIFY_SOCKET datagram socket so the daemon needs no extra
 library; without NOTIFY_SOCKET (not under systemd) every call is a no-op.
@@ -58,3 +58,14 @@ class Notifier:
     def status(self, text: str) -> None:
         """A one-line status shown by ``systemctl status``."""
         self.send(f"STATUS={text}")
+
+    def extend_timeout(self, seconds: float, status: str | None = None) -> None:
+        """Ask for ``seconds`` more before the current state's timeout (start, reload).
+
+        systemd only ever lengthens a timeout this way: the next message must come
+        within ``seconds``, but never sooner than the unit's own TimeoutStartSec.
+        """
+        lines = [f"EXTEND_TIMEOUT_USEC={round(seconds * 1e6)}"]
+        if status is not None:
+            lines.append(f"STATUS={status}")
+        self.send(*lines)

@@ -1,8 +1,8 @@
 """The daemon loop's periodic jobs: when each is next due, and its period.
 
 One place for every "every N seconds" of the loop (counters line, abuse windows,
-verdict-cache rotation, rule checks, fast-path counter reads, the systemd watchdog),
-so ``select`` always waits exactly until the earliest one.
+verdict-cache rotation, rule checks, fast-path counter reads, the systemd watchdog,
+metrics snapshots), so ``select`` always waits exactly until the earliest one.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ class Timers:
         }
         if cache is not None:
             period["rotation"] = float(cache.timeout)
+        if cfg.metrics.enabled:
+            period["metrics"] = cfg.metrics.interval
         first = {"watchdog": now, "fast": now}
         return cls(period, {k: first.get(k, now + p) for k, p in period.items()})
 

@@ -26,9 +26,11 @@ from typing import TextIO
 from op25b.daemon.abuselog import AbuseLogWriter
 from op25b.daemon.abuselogthread import AbuseLogThread
 from op25b.daemon.countersline import CounterReporter
+from op25b.daemon.metricshub import Sample, take_sample
 from op25b.daemon.reload import Loaded, dispose, reload_policy
 from op25b.daemon.sdnotify import Notifier
 from op25b.daemon.signals import SignalFlags
+from op25b.daemon.startup import Progress
 from op25b.daemon.syslog import SyslogSender
 from op25b.daemon.syslogformat import Severity
 from op25b.daemon.timers import Timers
@@ -38,6 +40,7 @@ from op25b.dataplane.counters import Counters
 from op25b.dataplane.enforcer import Enforcer
 from op25b.dataplane.verdicts import VERDICT_ACCEPT, VERDICT_DROP
 from op25b.kernel.blockcache import BlockCache, CachedHits
+from op25b.kernel.queuestats import QueueStats
 from op25b.kernel.ruletext import RuleConfig
 from op25b.kernel.seam import Kernel, QueueReader
 from op25b.kernel.setcontents import next_change
@@ -122,6 +125,8 @@ class Worker:
         self.on_reloaded: Callable[[], None] | None = None  # main restarts followers
         self.on_tick: Callable[[], None] | None = None  # main reaps followers
         self.on_stopping: Callable[[], None] | None = None  # main stops the followers
+        self.on_metrics: Callable[[Sample], None] | None = None  # main: the metrics hub
+        self.policy_loaded_at = time.time()  # op25b_policy_loaded_timestamp_seconds
         self._results: list[Loaded] = []
         self._results_lock = threading.Lock()
         self._next_set_refresh: datetime | None = None
@@ -178,14 +183,37 @@ class Worker:
             out["kernel_errors"] = h.kernel_errors
         return out
 
+    def _queue_stats(self) -> dict[int, QueueStats]:
+        try:
+            return self.kernel.queue_stats([self.queue_num])
+        except OSError:
+            self.health.kernel_errors += 1
+            return {}
+
+    def publish_metrics(self) -> None:
+        """Hand main's metrics hub a snapshot of everything counted (once per interval).
+
+        The same sources as the counters line; the hub sums the workers and keeps
+        their counters monotonic across restarts (op25b.daemon.metricshub).
+        """
+        if self.on_metrics is None:
+            return
+        gauges: dict[str, float] = {}
+        if self.leader:
+            gauges["policy_loaded"] = self.policy_loaded_at
+            if self.cache is not None:
+                gauges["block_cache_entries"] = self.cache.entries
+        snap = self.counters.snapshot(time.monotonic())
+        fast = self._fast if self.leader else {}
+        sample = take_sample(
+            self.index, snap, self._queue_stats(), self.health_counters(), fast, gauges
+        )
+        self.on_metrics(sample)
+
     def send_counters(self, final: bool = False) -> None:
         """One counters line (RFC 5424 structured data) for this worker's queue."""
         snap = self.counters.snapshot(time.monotonic())
-        try:
-            stats = self.kernel.queue_stats([self.queue_num])
-        except OSError:
-            self.health.kernel_errors += 1
-            stats = {}
+        stats = self._queue_stats()
         msg, params = self.reporter.report(snap, stats, self.health_counters())
         params = (
             ("queue", str(self.queue_num)),
@@ -270,8 +298,7 @@ class Worker:
             return
         self.watchdog.reloading = True
         if not sets_only:
-            self.notifier.reloading()
-            self.notifier.status(f"reloading {self.policy_path}")
+            self.notifier.reloading()  # the reload thread tells its phases (STATUS=)
 
         def work() -> None:
             with self.watchdog.lock:
@@ -282,6 +309,7 @@ class Worker:
                     leader=self.leader,
                     sets_only=sets_only,
                     clock=self.clock,
+                    progress=None if sets_only else Progress(self.notifier),
                 )
             with self._results_lock:
                 self._results.append(result)
@@ -315,6 +343,7 @@ class Worker:
                 self.watchdog.force()
         else:
             holder = [(self.policy, self.enforcer.compiled)]
+            self.policy_loaded_at = time.time()
             self.policy = result.policy
             self.rule_cfg = RuleConfig.from_policy(result.policy)
             self.watchdog.target = (self.rule_cfg, result.policy)
@@ -371,6 +400,7 @@ class Worker:
         self._timers.set_period("watchdog", self.notifier.watchdog_interval or 3600.0)
         if self.leader:
             self.notifier.ready(self.status())
+        self.publish_metrics()  # scrapes see every worker from the start
         # "started" is the leader's word alone: it is said once every queue is bound.
         word = "started" if self.leader else "follower ready"
         self.log(Severity.INFO, f"{word}: {self.status()}", "start")
@@ -448,6 +478,8 @@ class Worker:
             self.watchdog.start()
         if t.due("fast", now_m):
             self._start_fast_read()
+        if "metrics" in t.period and t.due("metrics", now_m):
+            self.publish_metrics()
         if t.due("counters", now_m):
             self.send_counters()
             if self.leader:
@@ -499,6 +531,7 @@ class Worker:
         self._write_abuse(self.aggregator.flush_all(self.clock().timestamp()))
         self.abuse_log.close()
         self.send_counters(final=True)
+        self.publish_metrics()  # the last numbers, so a replaced follower loses none
         self.log(Severity.INFO, "stopped", "stop")
         self.syslog.close()
         return code

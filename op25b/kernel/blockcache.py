@@ -191,6 +191,11 @@ class BlockCache:
         return out
 
     @property
+    def entries(self) -> int:
+        """Sources in the live kernel set as far as we know (adds, and the last read)."""
+        return len(self._gen.seen)
+
+    @property
     def busy(self) -> int:
         """Kernel operations submitted and not yet collected."""
         return len(self._results)

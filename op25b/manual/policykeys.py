@@ -191,6 +191,33 @@ KEYS: tuple[PolicyKey, ...] = (
         "shared firewall; missing or moved ones are repaired at once.",
     ),
     PolicyKey(
+        "daemon.metrics",
+        "mapping",
+        "",
+        "Prometheus metrics, off unless listen or textfile is set (docs/metrics.md lists "
+        "them). Opened at start: a reload that changes this mapping is refused.",
+    ),
+    PolicyKey(
+        "daemon.metrics.listen",
+        "address:port",
+        "",
+        "Serve HTTP /metrics here: an IP address, never a name; IPv6 in brackets, quoted "
+        '("[2001:db8::1]:9125"). A port that cannot be bound makes op25b run exit 3.',
+    ),
+    PolicyKey(
+        "daemon.metrics.textfile",
+        "path ending in .prom",
+        "",
+        "Also write the metrics here for node_exporter's textfile collector, replaced "
+        "atomically every interval and removed on a clean stop.",
+    ),
+    PolicyKey(
+        "daemon.metrics.interval",
+        "seconds 0.1..3600",
+        "1",
+        "Seconds between the workers' snapshots (and textfile writes).",
+    ),
+    PolicyKey(
         "daemon.fast_path",
         "boolean",
         "false",

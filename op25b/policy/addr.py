@@ -130,6 +130,32 @@ def parse_syslog_address(text: str) -> tuple[SyslogTransport, str, int]:
     transports = {"udp": SyslogTransport.UDP, "tcp": SyslogTransport.TCP}
     if not sep or scheme not in transports:
         raise ValueError(f"{usage}, got {text!r}")
+    host, port = _host_port(rest, text, f"{scheme}://", f"{scheme}://[2001:db8::1]:514", usage)
+    if ":" not in host and not _HOSTNAME.fullmatch(host):
+        raise ValueError(f"{usage}, got {text!r}")
+    if host.replace(".", "").isdigit():
+        parse_address(host)  # its ValueError names the bad address
+    return transports[scheme], host, port
+
+
+def parse_listen_address(text: str) -> tuple[str, int]:
+    """``address:port`` to listen on, an IP address (IPv6 in brackets); (host, port).
+
+    Only addresses, never names: a daemon on a router binds to a management address,
+    not to whatever a name resolves to at start.
+    """
+    usage = "expected address:port like 127.0.0.1:9125 or [::1]:9125"
+    host, port = _host_port(text, text, "", "[2001:db8::1]:9125", usage)
+    if ":" not in host:
+        try:
+            parse_address(host)
+        except ValueError:
+            raise ValueError(f"{usage} (an IP address, not a name), got {text!r}") from None
+    return host, port
+
+
+def _host_port(rest: str, text: str, after: str, example: str, usage: str) -> tuple[str, int]:
+    """``host:port`` or ``[IPv6]:port`` from ``rest`` (the tail of ``text``)."""
     if rest.startswith("["):
         host, sep, port_text = rest[1:].partition("]:")
         try:
@@ -137,16 +163,15 @@ def parse_syslog_address(text: str) -> tuple[SyslogTransport, str, int]:
         except ValueError:
             version = 0
         if not sep or version != 6:
-            raise ValueError(f"expected [IPv6 address]:port after {scheme}://, got {text!r}")
+            where = f" after {after}" if after else ""
+            raise ValueError(f"expected [IPv6 address]:port{where}, got {text!r}")
     else:
         host, sep, port_text = rest.rpartition(":")
         if ":" in host:
-            raise ValueError(f"write IPv6 hosts in brackets ({scheme}://[2001:db8::1]:514)")
-        if not sep or not _HOSTNAME.fullmatch(host):
+            raise ValueError(f"write IPv6 hosts in brackets ({example})")
+        if not sep or not host:
             raise ValueError(f"{usage}, got {text!r}")
-        if host.replace(".", "").isdigit():
-            parse_address(host)  # its ValueError names the bad address
     digits = port_text.isascii() and port_text.isdigit() and len(port_text) <= 5
     if not (digits and 1 <= int(port_text) <= 65535):
         raise ValueError(f"expected a port 1..65535 after the host, got {text!r}")
-    return transports[scheme], host, int(port_text)
+    return host, int(port_text)

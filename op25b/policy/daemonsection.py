@@ -17,6 +17,10 @@ rules across values:
   relative path is a warning (the daemon resolves it against its working
   directory, ``/`` under systemd).
 - ``syslog.address``: a socket path the kernel accepts (at most 107 bytes).
+- ``metrics.listen``: an IP address and port (IPv6 in brackets), never a name;
+  ``metrics.textfile``: a ``*.prom`` path (node_exporter's textfile collector reads
+  nothing else), checked like ``abuse_log`` and never the abuse log itself;
+  ``metrics.interval`` in 0.1..3600 s (each tick every worker sends a snapshot).
 
 What a key *means* to the daemon is in README's daemon table; YAML reads go through
 ``op25b.policy.yamlnodes.NodeReader``.
@@ -31,6 +35,7 @@ from op25b.policy.model import (
     SYSLOG_FACILITIES,
     DaemonConfig,
     DownMode,
+    MetricsConfig,
     SyslogConfig,
     SyslogTransport,
 )
@@ -45,6 +50,7 @@ MIN_PERIOD, MAX_PERIOD = 1.0, 86400.0  # abuse_window, counters_interval (second
 # The rule watchdog: each check runs iptables-save/ipset list (~10-30 ms of CPU), so
 # far below 0.1 s it would cost a core; above an hour a flushed ruleset stays unnoticed.
 MIN_CHECK, MAX_CHECK = 0.05, 3600.0
+MIN_METRICS, MAX_METRICS = 0.1, 3600.0  # metrics.interval (seconds)
 UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
 
 KEYS = (
@@ -60,6 +66,7 @@ KEYS = (
     "fast_path",
     "block_cache_timeout",
     "rules_check_interval",
+    "metrics",
 )
 
 
@@ -81,6 +88,14 @@ def read_daemon(reader: NodeReader, node: Node, policy_files: list[str]) -> Daem
             f"workers {cfg.workers} from queue {cfg.queue} need queues {cfg.queue}..{last},"
             f" but queue numbers end at {LAST_QUEUE} (queue + workers - 1 <= {LAST_QUEUE})",
         )
+    textfile = cfg.metrics.textfile
+    if textfile and os.path.realpath(textfile) == os.path.realpath(cfg.abuse_log):
+        textfile_node = next(v for k, v in keys["metrics"][1].value if k.value == "textfile")
+        reader.fail(
+            textfile_node,
+            "daemon.metrics.textfile",
+            f"{textfile!r} is also daemon.abuse_log; give the metrics their own file",
+        )
     return cfg
 
 
@@ -92,7 +107,7 @@ def _value(reader: NodeReader, key: str, node: Node, path: str, policy_files: li
     if key == "on_daemon_down":
         return DownMode(reader.choice(node, path, tuple(m.value for m in DownMode)))
     if key == "abuse_log":
-        return _abuse_log(reader, node, path, policy_files)
+        return _file_path(reader, node, path, policy_files)
     if key == "syslog":
         return _syslog(reader, node, path)
     if key in ("counters_interval", "abuse_window"):
@@ -105,6 +120,8 @@ def _value(reader: NodeReader, key: str, node: Node, path: str, policy_files: li
         return reader.integer(node, path, 0, 128)
     if key == "fast_path":
         return reader.boolean(node, path)
+    if key == "metrics":
+        return _metrics(reader, node, path, policy_files)
     # block_cache_timeout
     return reader.integer(node, path, 0, MAX_BLOCK_CACHE_TIMEOUT)
 
@@ -116,7 +133,36 @@ def _seconds(reader: NodeReader, node: Node, path: str, lo: float, hi: float) ->
     return value
 
 
-def _abuse_log(reader: NodeReader, node: Node, path: str, policy_files: list[str]) -> str:
+def _metrics(reader: NodeReader, node: Node, path: str, policy_files: list[str]) -> MetricsConfig:
+    keys = reader.mapping(node, path, ("listen", "textfile", "interval"))
+    host, port, textfile = "", 0, ""
+    if "listen" in keys:
+        listen_node = keys["listen"][1]
+        listen_path = f"{path}.listen"
+        text = reader.text(listen_node, listen_path, "an address:port")
+        try:
+            host, port = addr.parse_listen_address(text)
+        except ValueError as exc:
+            reader.fail(listen_node, listen_path, str(exc))
+    if "textfile" in keys:
+        file_node = keys["textfile"][1]
+        file_path = f"{path}.textfile"
+        textfile = _file_path(reader, file_node, file_path, policy_files)
+        if not textfile.endswith(".prom"):
+            reader.fail(
+                file_node,
+                file_path,
+                f"{textfile!r}: node_exporter's textfile collector only reads *.prom files",
+            )
+    interval = MetricsConfig.interval
+    if "interval" in keys:
+        interval_node = keys["interval"][1]
+        interval = _seconds(reader, interval_node, f"{path}.interval", MIN_METRICS, MAX_METRICS)
+    return MetricsConfig(host, port, textfile, interval)
+
+
+def _file_path(reader: NodeReader, node: Node, path: str, policy_files: list[str]) -> str:
+    """A file the daemon writes: ``abuse_log`` and ``metrics.textfile``."""
     text = reader.text(node, path, "a file path")
     if "\0" in text:
         reader.fail(node, path, f"a file path cannot contain a NUL byte: {text!r}")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import gc
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -74,7 +74,11 @@ class LoadResult:
     warnings: tuple[PolicyWarning, ...]
 
 
-def load_policy(path: str | os.PathLike[str], now: datetime | None = None) -> LoadResult:
+def load_policy(
+    path: str | os.PathLike[str],
+    now: datetime | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> LoadResult:
     """Load and validate a policy file.
 
     Locations name the file as given (``policies/example.yaml``); ``prefixes_file``
@@ -83,6 +87,7 @@ def load_policy(path: str | os.PathLike[str], now: datetime | None = None) -> Lo
     Every failure -- bad input, an unreadable or oversized file, running out of
     memory, even a bug -- is a one-line ``PolicyError``, so `op25b check` never
     prints a traceback and a failed reload leaves the daemon ready for the next.
+    ``progress`` (optional) hears the plan prefixes read so far, now and then.
     """
     source = os.fspath(path)
     _check_now(now)
@@ -93,7 +98,7 @@ def load_policy(path: str | os.PathLike[str], now: datetime | None = None) -> Lo
             raise PolicyError(None, "", f"{source}: cannot read policy: {exc}") from None
         text = _decode(data, source, "")
         del data  # a 16 MiB policy should not be held twice while it is composed
-        return _load_text(text, source, now, Path(source).parent)
+        return _load_text(text, source, now, Path(source).parent, progress)
 
 
 def load_policy_text(
@@ -144,11 +149,17 @@ def _load_failures(source: str) -> Iterator[None]:
         ) from None
 
 
-def _load_text(text: str, source: str, now: datetime | None, base_dir: Path) -> LoadResult:
+def _load_text(
+    text: str,
+    source: str,
+    now: datetime | None,
+    base_dir: Path,
+    progress: Callable[[int], None] | None = None,
+) -> LoadResult:
     if now is None:
         now = datetime.now(UTC)
     root = compose(text, source)
-    walker = _Walker(source, base_dir, now)
+    walker = _Walker(source, base_dir, now, progress)
     # A big pool file creates millions of objects that are never cyclic garbage; left
     # on, the collector rescans all of them over and over (measured ~2x the load time).
     was_enabled = gc.isenabled()
@@ -178,10 +189,17 @@ def _decode(data: bytes, shown: str, path: str) -> str:
 class _Walker(NodeReader):
     """Walks one composed document; holds the context every section check needs."""
 
-    def __init__(self, source: str, base_dir: Path, now: datetime) -> None:
+    def __init__(
+        self,
+        source: str,
+        base_dir: Path,
+        now: datetime,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
         super().__init__(source)
         self.base_dir = base_dir
         self.now = now
+        self.progress = progress
         self.plan_builds: list[PlanBuild] = []
         self.prefix_count = 0  # plan prefixes so far: the next plan's global base index
         self.files_read = [source]  # the policy and its pool files, as shown in errors
@@ -315,6 +333,8 @@ class _Walker(NodeReader):
             self.fail(keys["prefixes"][1], f"{path}.prefixes", f"plan {name!r} has no prefixes")
 
         self.prefix_count += len(build.networks)
+        if self.progress is not None:
+            self.progress(self.prefix_count)
         self.plan_builds.append(build)
         plist = PrefixList(
             versions=bytes(build.versions),
@@ -354,7 +374,7 @@ class _Walker(NodeReader):
         try:
             text = _decode(data, shown, path)
             del data  # not held twice while parsing
-            pool = parse_pool(text)
+            pool = parse_pool(text, self._pool_progress(build))
         except PoolLineError as exc:
             raise PolicyError(Location(shown, exc.line, exc.col), path, exc.message) from None
         except MemoryError:
@@ -369,6 +389,13 @@ class _Walker(NodeReader):
         build.cols.extend(pool.cols)
         build.file_index.extend(bytes([len(build.files) - 1]) * len(pool.lines))
         build.add_keys(pool.versions, pool.values, pool.lengths)
+
+    def _pool_progress(self, build: PlanBuild) -> Callable[[int], None] | None:
+        report = self.progress
+        if report is None:
+            return None
+        before = self.prefix_count + len(build.networks)
+        return lambda parsed: report(before + parsed)
 
     def provider_mtas(self, node: Node) -> tuple[ProviderMta, ...]:
         if is_null(node):

@@ -198,6 +198,21 @@ class SyslogConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """Where the daemon's Prometheus metrics go; both outputs off by default."""
+
+    listen_host: str = ""  # an IP address to serve HTTP /metrics on; "" = no server
+    listen_port: int = 0
+    textfile: str = ""  # a *.prom file for node_exporter's textfile collector; "" = none
+    interval: float = 1.0  # seconds between the workers' snapshots (and textfile writes)
+
+    @property
+    def enabled(self) -> bool:
+        """True when the daemon exports metrics at all."""
+        return bool(self.listen_host or self.textfile)
+
+
+@dataclass(frozen=True)
 class DaemonConfig:
     """The ``daemon`` section; only ``op25b run`` reads it."""
 
@@ -217,6 +232,7 @@ class DaemonConfig:
     # Seconds between checks that op25b's rules and sets are still intact in the
     # (shared) firewall; anything missing, moved or changed is repaired at once.
     rules_check_interval: float = 1.0
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
 @dataclass(frozen=True)

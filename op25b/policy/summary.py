@@ -156,6 +156,12 @@ def _daemon(d: DaemonConfig) -> list[str]:
         host = f"[{d.syslog.address}]" if ":" in d.syslog.address else d.syslog.address
         syslog = f"{d.syslog.transport.value}://{host}:{d.syslog.port}"
     cache = f"{d.block_cache_timeout}s" if d.block_cache_timeout else "off"
+    m = d.metrics
+    outputs = [f"textfile {m.textfile}"] if m.textfile else []
+    if m.listen_host:
+        host = f"[{m.listen_host}]" if ":" in m.listen_host else m.listen_host
+        outputs.insert(0, f"http://{host}:{m.listen_port}/metrics")
+    metrics = f", metrics {' + '.join(outputs)} every {_secs(m.interval)}" if outputs else ""
     return [
         "daemon (read by `op25b run` only)",
         f"  queue {d.queue}, workers {d.workers}, on_daemon_down {d.on_daemon_down.value},"
@@ -164,7 +170,7 @@ def _daemon(d: DaemonConfig) -> list[str]:
         f" IPv6 sources per /{d.v6_aggregate}",
         f"  syslog {syslog} facility {d.syslog.facility}, counters every"
         f" {_secs(d.counters_interval)}",
-        f"  fast_path {'on' if d.fast_path else 'off'}, block cache {cache}",
+        f"  fast_path {'on' if d.fast_path else 'off'}, block cache {cache}{metrics}",
         "",
     ]
 

@@ -778,7 +778,7 @@ def test_daemon_defaults_when_absent_or_empty(in_tmp: Path) -> None:
             "threads: 4",
             "p.yaml:9:3: daemon.threads: unknown key 'threads' (allowed: queue, workers,"
             " on_daemon_down, abuse_log, syslog, counters_interval, on_error, abuse_window,"
-            " v6_aggregate, fast_path, block_cache_timeout, rules_check_interval)",
+            " v6_aggregate, fast_path, block_cache_timeout, rules_check_interval, metrics)",
         ),
     ],
 )

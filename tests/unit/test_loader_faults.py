@@ -168,7 +168,7 @@ def test_memory_error_in_the_pool_parser_is_a_clear_error(
 ) -> None:
     Path("pools/mobile.txt").write_text("100.64.0.0/16\n")
 
-    def exhausted(text: str) -> object:
+    def exhausted(text: str, progress: object = None) -> object:
         raise MemoryError
 
     monkeypatch.setattr(loader, "parse_pool", exhausted)
@@ -202,7 +202,9 @@ def test_check_prints_one_line_for_memory_error(
     in_tmp: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     Path("pools/mobile.txt").write_text("100.64.0.0/16\n")
-    monkeypatch.setattr(loader, "parse_pool", lambda text: (_ for _ in ()).throw(MemoryError()))
+    monkeypatch.setattr(
+        loader, "parse_pool", lambda text, progress=None: (_ for _ in ()).throw(MemoryError())
+    )
     out, err = io.StringIO(), io.StringIO()
     assert cli.main(["check", "p.yaml"], out, err) == 1
     assert out.getvalue() == ""

@@ -138,6 +138,7 @@ _PROBES = {
     "exemptions[]": ("expires: 2027-01-31}", "expires: 2027-01-31, zz_unknown: 1}"),
     "daemon": ("daemon:\n", "daemon:\n  zz_unknown: 1\n"),
     "daemon.syslog": ("{address: /dev/log}", "{address: /dev/log, zz_unknown: 1}"),
+    "daemon.metrics": ("daemon:\n", "daemon:\n  metrics: {zz_unknown: 1}\n"),
 }
 
 
@@ -181,6 +182,8 @@ def test_documented_daemon_defaults_are_the_loaders(key: policykeys.PolicyKey) -
     name = key.path.split(".")[-1]
     if key.path.startswith("daemon.syslog."):
         text = MINIMAL.replace("{address: /dev/log}", f"{{{name}: {key.default}}}")
+    elif key.path.startswith("daemon.metrics."):
+        text = MINIMAL.replace("daemon:\n", f"daemon:\n  metrics: {{{name}: {key.default}}}\n")
     else:
         text = MINIMAL.replace("daemon:\n", f"daemon:\n  {name}: {key.default}\n")
     assert load_policy_text(text).policy.daemon == without

@@ -25,6 +25,7 @@ IMPORT_OWNERS: dict[str, str | None] = {
     "aiosmtpd": "lab/mailservers.py",
     "matplotlib": "report/chart.py",
     "numpy": "report/chart.py",
+    "prometheus_client": "daemon/metrics.py",
 }
 
 
