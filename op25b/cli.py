@@ -129,6 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("action", choices=("up", "down", "status"), help="what to do")
     lab.add_argument("name", nargs="?", help="lab name for 'down' (default: all labs)")
     lab.add_argument("--json", action="store_true", help="status: print the labs as JSON")
+    lab.add_argument(
+        "--routers",
+        type=int,
+        default=1,
+        help="up: edge routers (default 1: the one-router lab; more: a fleet with a "
+        "core, a collector running rsyslogd and Prometheus)",
+    )
 
     demo = command("demo")
     demo.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
@@ -312,6 +319,7 @@ def _cmd_report(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def _cmd_lab(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:
+        from op25b.lab import fleet
         from op25b.lab import topology as lab
     except ImportError as e:
         return _missing(err, "lab", e, "lab")
@@ -320,18 +328,31 @@ def _cmd_lab(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         print("op25b lab: --json goes with status only", file=err)
         return EXIT_USAGE
     try:
-        if args.action == "up":
+        if args.action == "up" and args.routers != 1:
+            try:
+                the_fleet = fleet.fleet_up(args.routers)
+            except ValueError as e:
+                print(f"op25b lab: {e}", file=err)
+                return EXIT_USAGE
+            print(f"fleet {the_fleet.name} is up; run commands in a router with", file=out)
+            print(f"  ip netns exec {the_fleet.ns('r1')} op25b run --policy POLICY", file=out)
+            print(fleet.fleet_status()[0], file=out)
+        elif args.action == "up":
             the_lab = lab.lab_up()
             print(f"lab {the_lab.name} is up; run commands in it with", file=out)
             print(f"  ip netns exec {the_lab.rtr} op25b run --policy POLICY", file=out)
             print(lab.lab_status(), file=out)
         elif args.action == "down":
-            removed = lab.lab_down(args.name)
+            removed = fleet.fleet_down(args.name)
+            if args.name is None or not removed:
+                removed += lab.lab_down(args.name)
             print(f"removed: {', '.join(removed) or 'nothing'}", file=out)
         elif args.json:
-            print(json.dumps(lab.labs_state().as_dict(), indent=2), file=out)
+            owned = fleet.fleet_status()[1]
+            print(json.dumps(lab.labs_state(others=owned).as_dict(), indent=2), file=out)
         else:
-            print(lab.lab_status(), file=out)
+            fleets, owned = fleet.fleet_status()
+            print(fleets + lab.lab_status(others=owned), file=out)
     except lab.LabError as e:
         print(f"op25b lab: {e}", file=err)
         return e.exit_code

@@ -79,14 +79,22 @@ __all__ = [
     "Host",
     "Lab",
     "LabError",
+    "add_address",
     "create_lab",
+    "create_netns",
     "destroy_lab",
     "lab_down",
     "lab_session",
     "lab_status",
     "lab_up",
+    "link_index",
+    "new_name",
+    "ns_addresses",
+    "open_ipr",
     "popen_in",
+    "remove_netns",
     "run_in",
+    "summarise",
 ]
 
 # --- addresses -------------------------------------------------------------------------
@@ -244,6 +252,11 @@ class Lab:
         return lab
 
 
+def new_name(prefix: str) -> str:
+    """A fresh lab name ``<prefix>-xxxxxx`` (random, so two runs never collide)."""
+    return _new_name(prefix)
+
+
 def _new_name(prefix: str) -> str:
     if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.]*$", prefix) or len(prefix) > 32:
         raise LabError(f"bad lab prefix {prefix!r} (letters, digits, '_' and '.')")
@@ -253,6 +266,35 @@ def _new_name(prefix: str) -> str:
 def _ipr(ns: str) -> IPRoute:
     # flags=0: never let pyroute2 create a namespace as a side effect of opening it.
     return IPRoute(netns=ns, flags=0)
+
+
+# --- the primitives other lab builders use (op25b.lab.wiring): pyroute2 stays here ------
+
+
+def open_ipr(ns: str) -> Any:
+    """A pyroute2 ``IPRoute`` socket inside *ns* (a context manager); never creates it."""
+    return _ipr(ns)
+
+
+def create_netns(ns: str, sysctls: dict[str, str]) -> None:
+    """Create namespace *ns* (an existing one is an error) and write *sysctls* in it."""
+    _pr_netns.create(ns)  # O_EXCL: an existing namespace is an error, not reused
+    sysctl_in(ns, sysctls | _NS_SYSCTLS)
+
+
+def remove_netns(ns: str) -> None:
+    """Unmount namespace *ns* if it exists."""
+    _remove_netns(ns)
+
+
+def add_address(ipr: Any, index: int, addr: str) -> None:
+    """A /32 or /128 address on link *index*, usable at once (no DAD)."""
+    _add_addr(ipr, index, addr)
+
+
+def link_index(ipr: Any, ifname: str) -> int:
+    """The ifindex of *ifname*; LabError when absent."""
+    return _link_index(ipr, ifname)
 
 
 def _family(addr: str) -> int:
@@ -448,6 +490,8 @@ def _read_states(state_dir: Path) -> list[tuple[Lab, dict[str, Any]]]:
     for path in sorted(state_dir.glob("*.json")):
         try:
             data = json.loads(path.read_text())
+            if isinstance(data, dict) and data.get("kind") == "fleet":
+                continue  # a fleet's state (op25b.lab.fleet reads those)
             out.append((Lab.from_json(data), data))
         except (OSError, ValueError, LabError) as exc:
             raise LabError(f"{path}: unreadable lab state: {exc}") from exc
@@ -516,6 +560,16 @@ def _ns_addresses(ns: str) -> list[str]:
         return out
 
 
+def ns_addresses(ns: str) -> list[str]:
+    """``addr/len@ifname`` of every address in *ns* worth showing (for status lines)."""
+    return _ns_addresses(ns)
+
+
+def summarise(addrs: list[str], limit: int = 8) -> str:
+    """At most *limit* addresses on one line, then a count of the rest."""
+    return _summarise(addrs, limit)
+
+
 def _summarise(addrs: list[str], limit: int = 8) -> str:
     if len(addrs) <= limit:
         return " ".join(addrs)
@@ -560,14 +614,17 @@ class LabsState:
         return asdict(self)
 
 
-def labs_state(state_dir: str = DEFAULT_STATE_DIR) -> LabsState:
+def labs_state(
+    state_dir: str = DEFAULT_STATE_DIR, others: frozenset[str] = frozenset()
+) -> LabsState:
     """The recorded labs with their namespaces' addresses, and stray lab namespaces.
 
     A stray namespace looks like a lab's but has no state file (e.g. a test run killed
-    with SIGKILL); `lab down NAME` removes it.
+    with SIGKILL); `lab down NAME` removes it. *others* are namespaces known to belong
+    to something else (a fleet's, whose isp and net would look like a lab's).
     """
     labs: list[LabState] = []
-    known: set[str] = set()
+    known: set[str] = set(others)
     for lab, data in _read_states(Path(state_dir)):
         spaces: list[NamespaceState] = []
         for role in ROLES:
@@ -581,9 +638,9 @@ def labs_state(state_dir: str = DEFAULT_STATE_DIR) -> LabsState:
     return LabsState(state_dir, tuple(labs), tuple(strays))
 
 
-def lab_status(state_dir: str = DEFAULT_STATE_DIR) -> str:
+def lab_status(state_dir: str = DEFAULT_STATE_DIR, others: frozenset[str] = frozenset()) -> str:
     """Human-readable list of recorded labs, their namespaces and addresses."""
-    state = labs_state(state_dir)
+    state = labs_state(state_dir, others)
     lines: list[str] = []
     if not state.labs:
         lines.append(f"no labs recorded in {Path(state_dir)}")
