@@ -145,6 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="reject",
         help="the policy's action in the demo (default reject)",
     )
+    demo.add_argument(
+        "--fleet",
+        action="store_true",
+        help="the fleet demo: edge routers with one policy, a central rsyslogd and "
+        "Prometheus, a policy rollout, three views of the counters that must agree",
+    )
+    demo.add_argument("--routers", type=int, default=3, help="--fleet: edge routers (2..14)")
 
     rules = command("rules")
     rules.add_argument("action", choices=("status", "show", "remove"))
@@ -365,6 +372,15 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except ImportError as e:
         return _missing(err, "demo", e, "lab")
 
+    if args.fleet:
+        from op25b.lab import fleetdemo
+        from op25b.lab.fleetplan import MAX_ROUTERS
+
+        if not 2 <= args.routers <= MAX_ROUTERS:
+            print(f"op25b demo: --routers must be 2..{MAX_ROUTERS}", file=err)
+            return EXIT_USAGE
+        options = fleetdemo.FleetOptions(routers=args.routers)
+        return fleetdemo.run(out, err, keep=args.keep, options=options)
     return demo.run(out, err, keep=args.keep, action=args.action)
 
 

@@ -58,6 +58,7 @@ class AbuseLogThread:
 
     def close(self) -> None:
         """Close the file after every queued job; report their events."""
+
         def job() -> list[AbuseLogEvent]:
             self.writer.close()
             return self.writer.pop_events()

@@ -73,5 +73,3 @@ def kernel_queue_stats(
             return {}
         raise
     return parse_queue_stats(text, queues)
-
-

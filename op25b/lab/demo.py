@@ -27,7 +27,7 @@ import subprocess
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -288,12 +288,7 @@ class _Demo:
             top = self._report_top()
             self.results.append(top[0])
             self._print_results(counters, top[1])
-        failed = [r for r in self.results if not r.passed]
-        self.say(
-            f"{len(self.results) - len(failed)} of {len(self.results)} checks passed"
-            + (f"; FAILED: {', '.join(r.scenario for r in failed)}" if failed else "")
-        )
-        return 1 if failed else 0
+        return self.summary()
 
     # --- scenarios -------------------------------------------------------------------------
 
@@ -324,9 +319,13 @@ class _Demo:
              P(self._delivered, lab.biz, L.BIZ_V6, L.NET_MX_V6, 25, V6_DOMAIN, "biz-v6",
                auth=False, relayed=False)),
         ]  # fmt: skip
-        for n, (title, fn) in enumerate(plan, 1):
+        self.play(plan)
+
+    def play(self, plan: Sequence[tuple[str, Callable[[], Result]]]) -> None:
+        """Run scenarios in order, one result row each; a broken one hides no other."""
+        for title, fn in plan:
             start = time.monotonic()
-            self.say(f"  {n:2}. {title}... ", end="")
+            self.say(f"  {len(self.results) + 1:2}. {title}... ", end="")
             try:
                 result = fn()
             except KeyboardInterrupt:
@@ -499,16 +498,32 @@ class _Demo:
 
     # --- output ----------------------------------------------------------------------------
 
-    def _print_results(self, counters: dict[str, str], report_text: str) -> None:
-        self.say("")
+    def table(self, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+        """Columns padded to their widest cell, two spaces apart."""
+        widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
+        for row in (header, *rows):
+            self.say("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+    def result_table(self, first: str = "SCENARIO") -> None:
+        """One row per check: what was expected, what was observed, PASS or FAIL."""
         rows = [
             (str(n), r.scenario, r.expected, r.observed, "PASS" if r.passed else "FAIL")
             for n, r in enumerate(self.results, 1)
         ]
-        header = ("#", "SCENARIO", "EXPECTED", "OBSERVED", "RESULT")
-        widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
-        for row in (header, *rows):
-            self.say("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        self.table(("#", first, "EXPECTED", "OBSERVED", "RESULT"), rows)
+
+    def summary(self) -> int:
+        """The closing line: how many checks passed; 1 if any failed."""
+        failed = [r for r in self.results if not r.passed]
+        self.say(
+            f"{len(self.results) - len(failed)} of {len(self.results)} checks passed"
+            + (f"; FAILED: {', '.join(r.scenario for r in failed)}" if failed else "")
+        )
+        return 1 if failed else 0
+
+    def _print_results(self, counters: dict[str, str], report_text: str) -> None:
+        self.say("")
+        self.result_table()
 
         delivered = [r for r in self.results if r.received]
         if delivered:

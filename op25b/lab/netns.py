@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import select
 import signal
 import subprocess
@@ -64,6 +65,39 @@ def run_in(ns: str, argv: Sequence[str], **kw: Any) -> subprocess.CompletedProce
 def popen_in(ns: str, argv: Sequence[str], **kw: Any) -> subprocess.Popen[Any]:
     """`subprocess.Popen` of *argv* inside namespace *ns*; keyword arguments pass through."""
     return subprocess.Popen(exec_argv(ns, argv), **kw)
+
+
+def own_hostname(hostname: str) -> list[str]:
+    """A command prefix: what follows runs in a UTS namespace of its own named *hostname*.
+
+    Lab routers share this machine's UTS namespace, so every daemon would report the
+    same host name; a real router has its own, which is what syslog's HOSTNAME field
+    and the abuse records' ``router`` carry. ``unshare`` and ``sh`` exec, so the pid
+    stays the command's own (signals reach it directly).
+    """
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]{0,62}", hostname):
+        raise NetnsError(f"not a host name: {hostname!r}")
+    return ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', hostname]
+
+
+def tcp_listening(pid: int, port: int) -> bool:
+    """True when the network namespace of process *pid* has a TCP socket listening on *port*.
+
+    Reads ``/proc/PID/net/tcp{,6}``, which show the sockets of that process's namespace:
+    a readiness check without entering the namespace or connecting to the service.
+    """
+    want = f":{port:04X} "
+    for name in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/{pid}/net/{name}") as fh:
+                next(fh, None)  # the header
+                for line in fh:
+                    fields = line.split()
+                    if len(fields) > 3 and fields[3] == "0A" and (fields[1] + " ").endswith(want):
+                        return True
+        except OSError:  # the process is gone
+            return False
+    return False
 
 
 def sysctl_in(ns: str, settings: Mapping[str, str]) -> None:
