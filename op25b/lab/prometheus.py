@@ -36,9 +36,10 @@ class PrometheusError(EnvironmentFailure):
 
 def scrape_config(targets: Mapping[str, str], interval: float = 1.0) -> str:
     """prometheus.yml: one job scraping each ``host:port`` target, labelled ``router=NAME``."""
+    every, timeout = f"{round(interval * 1000)}ms", f"{round(interval * 900)}ms"
     lines = [
-        f"global: {{scrape_interval: {interval}s, scrape_timeout: {interval * 0.9:.2f}s,"
-        f" evaluation_interval: {interval}s}}",
+        f"global: {{scrape_interval: {every}, scrape_timeout: {timeout},"
+        f" evaluation_interval: {every}}}",
         "scrape_configs:",
         f"  - job_name: {JOB}",
         "    static_configs:",
