@@ -328,6 +328,7 @@ def _cmd_lab(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:
         from op25b.lab import fleet
         from op25b.lab import topology as lab
+        from op25b.lab.fleetplan import MAX_ROUTERS
     except ImportError as e:
         return _missing(err, "lab", e, "lab")
 
@@ -336,11 +337,10 @@ def _cmd_lab(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return EXIT_USAGE
     try:
         if args.action == "up" and args.routers != 1:
-            try:
-                the_fleet = fleet.fleet_up(args.routers)
-            except ValueError as e:
-                print(f"op25b lab: {e}", file=err)
+            if not 1 <= args.routers <= MAX_ROUTERS:
+                print(f"op25b lab: --routers must be 1..{MAX_ROUTERS}", file=err)
                 return EXIT_USAGE
+            the_fleet = fleet.fleet_up(args.routers)
             print(f"fleet {the_fleet.name} is up; run commands in a router with", file=out)
             print(f"  ip netns exec {the_fleet.ns('r1')} op25b run --policy POLICY", file=out)
             print(fleet.fleet_status()[0], file=out)
