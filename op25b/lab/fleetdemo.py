@@ -26,6 +26,8 @@ import functools
 import io
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -245,14 +247,18 @@ class _FleetDemo(_Demo):
         return self.summary()
 
     def _check(self, policy: Path, what: str) -> bool:
-        from op25b.cli import main as cli
+        """``op25b check POLICY`` as the operator runs it (a process: lab never imports cli)."""
+        from op25b.lab.netns import child_env
 
-        out, err = io.StringIO(), io.StringIO()
-        code = cli(["check", str(policy)], out, err)
-        first = (out.getvalue() or err.getvalue()).strip().splitlines()[:1]
-        self.say(f"op25b check {policy.name} ({what}): exit {code}; {' '.join(first)}")
-        self.results.append(Result(f"op25b check ({what})", "valid", f"exit {code}", code == 0))
-        return code == 0
+        done = subprocess.run(
+            [sys.executable, "-m", "op25b", "check", str(policy)],
+            capture_output=True, text=True, env=child_env(), timeout=120, check=False,
+        )  # fmt: skip
+        first = (done.stdout or done.stderr).strip().splitlines()[:1]
+        self.say(f"op25b check {policy.name} ({what}): exit {done.returncode}; {' '.join(first)}")
+        ok = done.returncode == 0
+        self.results.append(Result(f"op25b check ({what})", "valid", f"exit {done.returncode}", ok))
+        return ok
 
     def _start_router(
         self, stack: contextlib.ExitStack, fleet: Fleet, site: FP.Site, policy: Path
