@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from op25b.lab.netns import run_in
 
@@ -117,21 +117,35 @@ def run(
 ) -> int:
     """Run the demo; 0 if every scenario passed, 1 if any failed, 2 if it could not run."""
     opts = options or DemoOptions()
-    missing = _missing_prerequisites()
-    if missing:
-        print("op25b demo: cannot run:\n  " + "\n  ".join(missing), file=err)
-        print("run ./scripts/bootstrap.sh (as root) first", file=err)
+    if not prerequisites_met("op25b demo", _missing_prerequisites(), err):
         return 2
+    with demo_workdir(opts.workdir, keep, "op25b-demo-") as workdir:
+        return _Demo(out, err, keep, action, opts, workdir).run()
+
+
+def prerequisites_met(prog: str, missing: list[str], err: TextIO) -> bool:
+    """True when nothing is *missing*; otherwise say what is, on *err*."""
+    if missing:
+        print(f"{prog}: cannot run:\n  " + "\n  ".join(missing), file=err)
+        print("run ./scripts/bootstrap.sh (as root) first", file=err)
+    return not missing
+
+
+@contextlib.contextmanager
+def demo_workdir(given: Path | None, keep: bool, prefix: str) -> Iterator[Path]:
+    """The demo's files: *given*, or a temp dir removed afterwards (unless *keep*).
+
+    While it is in use SIGTERM unwinds like Ctrl-C, so the lab's teardown still runs.
+    """
     with _sigterm_as_interrupt(), contextlib.ExitStack() as stack:
-        if opts.workdir is None:
-            workdir = Path(tempfile.mkdtemp(prefix="op25b-demo-"))
+        if given is None:
+            workdir = Path(tempfile.mkdtemp(prefix=prefix))
             if not keep:
                 stack.callback(shutil.rmtree, workdir, ignore_errors=True)
         else:
-            workdir = opts.workdir
+            workdir = given
             workdir.mkdir(parents=True, exist_ok=True)
-        code = _Demo(out, err, keep, action, opts, workdir).run()
-    return code
+        yield workdir
 
 
 def _missing_prerequisites() -> list[str]:
@@ -183,6 +197,8 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 class _Demo:
     """One run: setup, scenarios, shutdown, output. Heavy imports happen here, lazily."""
 
+    prog = "op25b demo"
+
     def __init__(
         self, out: TextIO, err: TextIO, keep: bool, action: str, opts: DemoOptions, workdir: Path
     ) -> None:
@@ -212,29 +228,44 @@ class _Demo:
             raise
         self.say(f"ok ({time.monotonic() - start:.1f}s)")
 
-    def run(self) -> int:
+    def open_lab(self) -> tuple[Any, Callable[[], None], str]:
+        """Create the lab: (lab, its teardown, a line naming it)."""
+        from op25b.lab.topology import create_lab, destroy_lab, lab_up
+
+        # --keep records the lab so `op25b lab status|down` find it later.
+        lab = lab_up(prefix="op25bdemo") if self.keep else create_lab("op25bdemo")
+        return (
+            lab,
+            functools.partial(destroy_lab, lab),
+            (f"  lab {lab.name}: namespaces {', '.join(lab.namespaces)}"),
+        )
+
+    def failures(self) -> tuple[type[Exception], ...]:
+        """What ends a run with exit 2 (could not run), rather than a traceback."""
         from op25b.lab.mailservers import MailServerError
         from op25b.lab.processes import LabRunError
-        from op25b.lab.topology import LabError, create_lab, destroy_lab, lab_up
+        from op25b.lab.topology import LabError
 
-        lab = None
+        return (LabError, LabRunError, MailServerError, OSError)
+
+    def run(self) -> int:
+        lab: Any = None
+        teardown: Callable[[], None] | None = None
         try:
             with self.step("creating lab"):
-                # --keep records the lab so `op25b lab status|down` find it later.
-                lab = lab_up(prefix="op25bdemo") if self.keep else create_lab("op25bdemo")
-            self.say(f"  lab {lab.name}: namespaces {', '.join(lab.namespaces)}")
+                lab, teardown, line = self.open_lab()
+            self.say(line)
             code = self._with_lab(lab)
-        except (LabError, LabRunError, MailServerError, OSError) as exc:
-            print(f"op25b demo: {exc}", file=self.err)
+        except self.failures() as exc:
+            print(f"{self.prog}: {exc}", file=self.err)
             code = 2
         finally:
-            if lab is not None and not self.keep:
+            if teardown is not None and not self.keep:
                 with self.step("tearing down lab"):
-                    destroy_lab(lab)
+                    teardown()
         if lab is not None and self.keep:
-            self.say(f"lab {lab.name} kept, without op25b or the mail servers running")
-            self.say(f"(files: {self.workdir}); remove the lab with:")
-            self.say(f"  op25b lab down {lab.name}")
+            self.say(f"lab {lab.name} kept, without its processes (files: {self.workdir});")
+            self.say(f"remove it with: op25b lab down {lab.name}")
         self.say(f"demo finished in {time.monotonic() - self.t0:.1f}s")
         return code
 

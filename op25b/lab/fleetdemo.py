@@ -28,13 +28,12 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from op25b.lab import fleetplan as FP
 from op25b.lab import fleetviews as V
@@ -47,7 +46,8 @@ from op25b.lab.demo import (
     Result,
     _Demo,
     _missing_prerequisites,
-    _sigterm_as_interrupt,
+    demo_workdir,
+    prerequisites_met,
 )
 
 if TYPE_CHECKING:
@@ -132,23 +132,16 @@ def run(
     for tool in ("rsyslogd", "prometheus", "unshare"):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
             missing.append(f"`{tool}` not found")
-    if missing:
-        print("op25b demo --fleet: cannot run:\n  " + "\n  ".join(missing), file=err)
-        print("run ./scripts/bootstrap.sh (as root) first", file=err)
+    if not prerequisites_met("op25b demo --fleet", missing, err):
         return 2
-    with _sigterm_as_interrupt(), contextlib.ExitStack() as stack:
-        if opts.workdir is None:
-            workdir = Path(tempfile.mkdtemp(prefix="op25b-fleet-"))
-            if not keep:
-                stack.callback(shutil.rmtree, workdir, ignore_errors=True)
-        else:
-            workdir = opts.workdir
-            workdir.mkdir(parents=True, exist_ok=True)
+    with demo_workdir(opts.workdir, keep, "op25b-fleet-") as workdir:
         return _FleetDemo(out, err, keep, opts, workdir).run()
 
 
 class _FleetDemo(_Demo):
     """One fleet run; the scenario checks are the one-router demo's own."""
+
+    prog = "op25b demo --fleet"
 
     def __init__(
         self, out: TextIO, err: TextIO, keep: bool, fopts: FleetOptions, workdir: Path
@@ -162,40 +155,23 @@ class _FleetDemo(_Demo):
         self.report_text = ""
         self.collected = workdir / "collector"  # the collector's files
 
-    def run(self) -> int:
+    def open_lab(self) -> tuple[Any, Callable[[], None], str]:
         from op25b.lab.fleet import create_fleet, destroy_fleet, fleet_up
-        from op25b.lab.mailservers import MailServerError
-        from op25b.lab.processes import LabRunError
+
+        n = self.fopts.routers
+        fleet = fleet_up(n) if self.keep else create_fleet(n)
+        line = f"  fleet {fleet.name}: {n} edge routers, {len(fleet.namespaces)} namespaces"
+        return fleet, functools.partial(destroy_fleet, fleet), line
+
+    def failures(self) -> tuple[type[Exception], ...]:
         from op25b.lab.prometheus import PrometheusError
         from op25b.lab.rsyslog import RsyslogError
-        from op25b.lab.topology import LabError
 
-        fleet = None
-        n = self.fopts.routers
-        try:
-            with self.step(f"creating a fleet lab: {n} edge routers, core, MTA, MXes, collector"):
-                fleet = fleet_up(n) if self.keep else create_fleet(n)
-            self.say(f"  fleet {fleet.name}: {len(fleet.namespaces)} namespaces")
-            code = self._with_fleet(fleet)
-        except (LabError, LabRunError, MailServerError, RsyslogError, PrometheusError) as exc:
-            print(f"op25b demo --fleet: {exc}", file=self.err)
-            code = 2
-        except OSError as exc:
-            print(f"op25b demo --fleet: {exc}", file=self.err)
-            code = 2
-        finally:
-            if fleet is not None and not self.keep:
-                with self.step("tearing down the fleet"):
-                    destroy_fleet(fleet)
-        if fleet is not None and self.keep:
-            self.say(f"fleet {fleet.name} kept, without its processes (files: {self.workdir});")
-            self.say(f"remove it with: op25b lab down {fleet.name}")
-        self.say(f"fleet demo finished in {time.monotonic() - self.t0:.1f}s")
-        return code
+        return (*super().failures(), RsyslogError, PrometheusError)
 
     # --- set-up ----------------------------------------------------------------------------
 
-    def _with_fleet(self, fleet: Fleet) -> int:
+    def _with_lab(self, fleet: Fleet) -> int:  # type: ignore[override]  # a fleet is its lab
         from op25b.lab.mailservers import MxConfig, ProviderConfig, start_server
         from op25b.lab.prometheus import METRICS_PORT, Prometheus, scrape_config
         from op25b.lab.rsyslog import COLLECTOR_PORT, Rsyslogd, collector_conf

@@ -80,6 +80,7 @@ __all__ = [
     "Lab",
     "LabError",
     "add_address",
+    "await_links_up",
     "create_lab",
     "create_netns",
     "destroy_lab",
@@ -378,6 +379,19 @@ def _await_links_up(lab: Lab, iprs: dict[str, IPRoute], deadline: float) -> None
     """
     pending = {("rtr", ifname) for ifname in RTR_IFNAMES.values()}
     pending |= {(role, HOST_IFNAME) for role in HOSTS}
+    await_links_up(iprs, pending, lab.ns, deadline)
+
+
+def await_links_up(
+    iprs: dict[str, Any],
+    pending: set[tuple[str, str]],
+    ns_of: Callable[[str], str],
+    deadline: float,
+) -> None:
+    """Wait until every (role, ifname) in *pending* reports operstate UP, or LabError.
+
+    *iprs* maps each role to its open netlink socket; *pending* is consumed.
+    """
     while True:
         for role in sorted({role for role, _ in pending}):
             for msg in iprs[role].link("dump"):
@@ -387,9 +401,9 @@ def _await_links_up(lab: Lab, iprs: dict[str, IPRoute], deadline: float) -> None
         if not pending:
             return
         if time.monotonic() >= deadline:
-            where = sorted(f"{lab.ns(role)}:{ifname}" for role, ifname in pending)
-            raise LabError(f"links not up after {_LINK_UP_TIMEOUT}s: {where}")
-        time.sleep(0.01)
+            where = sorted(f"{ns_of(role)}:{ifname}" for role, ifname in pending)
+            raise LabError(f"links not up in time: {where}")
+        time.sleep(0.01)  # polling the link state, with a hard deadline
 
 
 def _check_no_tentative(iprs: dict[str, IPRoute]) -> None:

@@ -77,24 +77,9 @@ def build(plan: Plan, ns_of: Callable[[str], str]) -> None:
             if route.prefsrc:
                 kw["prefsrc"] = route.prefsrc
             ipr.route("add", **kw)
-        _await_up(plan, iprs, time.monotonic() + _LINK_UP_TIMEOUT)
-
-
-def _await_up(plan: Plan, iprs: dict[str, Any], deadline: float) -> None:
-    """Wait until every veth end reports operstate UP (linkwatch sets it asynchronously)."""
-    pending = {(link.a, link.ifname_a) for link in plan.links}
-    pending |= {(link.b, link.ifname_b) for link in plan.links}
-    while True:
-        for role in sorted({role for role, _ in pending}):
-            for msg in iprs[role].link("dump"):
-                key = (role, str(msg.get("IFLA_IFNAME")))
-                if key in pending and msg.get("IFLA_OPERSTATE") == "UP":
-                    pending.discard(key)
-        if not pending:
-            return
-        if time.monotonic() >= deadline:
-            raise T.LabError(f"links not up after {_LINK_UP_TIMEOUT}s: {sorted(pending)}")
-        time.sleep(0.01)  # polling the link state, with a hard deadline
+        pending = {(link.a, link.ifname_a) for link in plan.links}
+        pending |= {(link.b, link.ifname_b) for link in plan.links}
+        T.await_links_up(iprs, pending, ns_of, time.monotonic() + _LINK_UP_TIMEOUT)
 
 
 def destroy(plan: Plan, ns_of: Callable[[str], str]) -> None:

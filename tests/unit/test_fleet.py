@@ -208,3 +208,22 @@ def test_cli_bounds_the_fleet_size(argv: list[str]) -> None:
     out, err = io.StringIO(), io.StringIO()
     assert main(argv, out, err) == 2
     assert "--routers must be" in err.getvalue() and err.getvalue().count("\n") == 1
+
+
+def test_a_mismatch_or_a_wrong_count_fails_the_fleet_demo(tmp_path: Path) -> None:
+    from op25b.lab.fleetdemo import FleetOptions, _FleetDemo
+
+    demo = _FleetDemo(io.StringIO(), io.StringIO(), False, FleetOptions(), tmp_path)
+    demo.blocked.update({"r1": 11})  # what the traffic made r1 block
+    agree = V.compare({view: {"r1": counts()} for view in V.VIEWS}, counts())
+    assert demo._views_result(agree).passed
+    views = {view: {"r1": counts()} for view in V.VIEWS}
+    views["prometheus"] = {"r1": counts(blocked=10)}
+    apart = demo._views_result(V.compare(views, counts(blocked=10)))
+    assert (
+        not apart.passed and "r1 blocked: router 11, collector 11, prometheus 10" in apart.observed
+    )
+    demo.blocked["r1"] += 1  # the views agree, but not with the traffic
+    assert not demo._views_result(agree).passed
+    demo.results.append(apart)
+    assert demo.summary() == 1
