@@ -58,7 +58,6 @@ class AbuseLogThread:
 
     def close(self) -> None:
         """Close the file after every queued job; report their events."""
-
         def job() -> list[AbuseLogEvent]:
             self.writer.close()
             return self.writer.pop_events()

@@ -73,3 +73,5 @@ def kernel_queue_stats(
             return {}
         raise
     return parse_queue_stats(text, queues)
+
+

@@ -20,7 +20,6 @@ from op25b.policy.model import Action, Exemption, Location, Plan, Policy
 
 __all__ = ["NO_MATCH", "CompiledPolicy", "PlanHit", "compile_policy"]
 
-
 @dataclass(frozen=True, slots=True)
 class PlanHit:
     """The plan whose longest matching prefix covers a source, and where that prefix is."""

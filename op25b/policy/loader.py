@@ -475,5 +475,7 @@ def _parse_address(text: str) -> tuple[int, int]:
     return addr.parse_address(text)
 
 
+
+
 def _instant(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC")

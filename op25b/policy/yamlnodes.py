@@ -123,6 +123,7 @@ class NodeReader:
         self.source = source
         self.warnings: list[PolicyWarning] = []
 
+
     def loc(self, node: Node) -> Location:
         mark = node.start_mark
         return Location(self.source, mark.line + 1, mark.column + 1)
