@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from op25b.lab import fleetplan as FP
 from op25b.lab.fleet import fleet_session
-from op25b.lab.netns import child_env, popen_in, run_in, stop_process
+from op25b.lab.netns import child_env, own_hostname, popen_in, run_in, stop_process
 from op25b.lab.processes import DaemonProcess
 from op25b.lab.prometheus import METRICS_PORT, Prometheus, scrape_config
 from op25b.lab.rsyslog import (
@@ -118,7 +118,9 @@ def rates(work: Path, populations: list[int]) -> dict[str, Any]:
                 policy.write_text(POLICY)
                 aconf = agent_conf(home / "rs", f"b{n}", home / "own.log", abuse, FP.COLLECTOR_V4)
                 with Rsyslogd(rtr, home / "rs", aconf, AGENT_PORT):
-                    d = DaemonProcess(rtr, policy, ["--abuse-log", str(abuse)], hostname=f"b{n}")
+                    d = DaemonProcess(
+                        rtr, policy, ["--abuse-log", str(abuse)], wrapper=own_hostname(f"b{n}")
+                    )
                     d.wait_started()
                     probes = [
                         Probe(a, FP.NET_MX_EXTRA_V4[i % 60], 25)

@@ -19,7 +19,7 @@ from op25b.cli import main
 from op25b.lab import fleetplan as FP
 from op25b.lab import fleetviews as V
 from op25b.lab.fleetdemo import fleet_policy
-from op25b.lab.netns import NetnsError, tcp_listening, with_hostname
+from op25b.lab.netns import NetnsError, own_hostname, tcp_listening
 from op25b.lab.prometheus import scrape_config
 from op25b.lab.rsyslog import agent_conf, collector_conf
 from op25b.policy.addr import parse_address
@@ -188,10 +188,10 @@ def test_counts_from_syslog_and_prometheus() -> None:
 
 
 def test_host_names_are_checked_and_listening_sockets_found() -> None:
-    assert with_hostname("r1", ["true"])[-2:] == ["r1", "true"]
+    assert own_hostname("r1")[:2] == ["unshare", "--uts"] and own_hostname("r1")[-1] == "r1"
     for bad in ("", "r 1", "-r1", "a/b", "x" * 64):
         with pytest.raises(NetnsError):
-            with_hostname(bad, ["true"])
+            own_hostname(bad)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
