@@ -1,0 +1,362 @@
+"""The DuckDB report engine: months of a fleet's logs in bounded memory.
+
+The only module that imports duckdb (an optional extra: ``pip install
+'op25b[report-fast]'``). DuckDB parses the JSON lines (gzip too) on every core, keeps
+what it read in a database file in a private temporary directory, and aggregates
+with a memory limit, spilling to that directory beyond it; Python only scores the
+per-source rows it streams back (``op25b.report.botscore``). Measured in
+bench/README.md.
+
+Exactness: DuckDB accepts some input the documented reader refuses (``"5"`` as a
+count, a number as a name) and refuses some the reader recovers from (a truncated
+last line, a record glued after a crash stub). So the SQL below only takes a row as
+it is when it is certain the reader would read it the same way (JSON types checked,
+timestamps in the producer's exact form); a file with any other row, any parse error,
+or bzip2/xz compression is read by ``op25b.report.abuseread`` instead (same problem
+lines, same recovery), and its records reach DuckDB through a normalised file.
+Merging is the same as ``op25b.report.pyengine``'s, which the tests check row for row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from op25b.report.abuseread import Problem, Record, compression_of, read_log
+from op25b.report.botscore import SAMPLE_LIMIT, DayStat, SourceStats, WindowStat
+from op25b.report.query import ProgressSink, Query, Totals
+from op25b.util.timefmt import format_ms
+
+# DuckDB's own limit; its process stays well under 1 GB RSS with it at 10M records.
+MEMORY_LIMIT = "512MB"
+FETCH_ROWS = 10_000
+POLL_S = 0.25
+
+_KEYS = ("type", "version", "router", "source", "family", "plan", "action", "rule",
+         "window_start", "window_end", "first_seen", "last_seen", "packets",
+         "distinct_destinations", "destinations_sample")  # fmt: skip
+# Every column as JSON, so the checks below see the type the line really had.
+_COLUMNS = "{" + ", ".join(f"'{k}': 'JSON'" for k in _KEYS) + "}"
+# The producer's form, with ranges DuckDB and datetime.fromisoformat agree on.
+_TS_RE = (
+    "[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+    "T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9][.][0-9]{3}Z"
+)
+
+
+def _q(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _str_ok(col: str) -> str:
+    return f"(json_type({col}) = 'VARCHAR' AND {col}->>'$' <> '')"
+
+
+def _ts(col: str) -> str:
+    return f"epoch_ms(TRY_CAST({col}->>'$' AS TIMESTAMPTZ))"
+
+
+def _ts_ok(col: str) -> str:
+    return (f"(json_type({col}) = 'VARCHAR' AND regexp_full_match({col}->>'$', '{_TS_RE}') "
+            f"AND {_ts(col)} IS NOT NULL)")  # fmt: skip
+
+
+def _count_ok(col: str) -> str:
+    return f"(json_type({col}) = 'UBIGINT' AND TRY_CAST({col} AS BIGINT) IS NOT NULL)"
+
+
+# A row exactly as abuseread.record_from_json would read it, else ``bad``.
+_OK = " AND ".join([
+    "json_type(\"version\") = 'UBIGINT' AND \"version\"::VARCHAR = '1'",
+    "json_type(family) = 'UBIGINT' AND family::VARCHAR IN ('4', '6')",
+    _str_ok("router"), _str_ok("source"), _str_ok("plan"),
+    "json_type(\"action\") = 'VARCHAR' AND \"action\"->>'$' IN ('drop', 'reject', 'monitor')",
+    "(\"rule\" IS NULL OR json_type(\"rule\") IN ('VARCHAR', 'NULL'))",
+    _ts_ok("window_start"), _ts_ok("window_end"), _ts_ok("first_seen"), _ts_ok("last_seen"),
+    _count_ok("packets"), _count_ok("distinct_destinations"),
+    "json_type(destinations_sample) = 'ARRAY'",
+    "len(list_filter(json_type(destinations_sample, '$[*]'), lambda t: t <> 'VARCHAR')) = 0",
+    f"{_ts('window_end')} >= {_ts('window_start')}",
+    f"{_ts('last_seen')} >= {_ts('first_seen')}",
+])  # fmt: skip
+
+_SELECT = f"""
+SELECT filename, NOT coalesce({{ok}}, false) AS bad,
+    router->>'$' AS router, source->>'$' AS source, TRY_CAST(family AS INTEGER) AS family,
+    plan->>'$' AS plan, "action"->>'$' AS action, "rule"->>'$' AS rule,
+    {_ts("window_start")} AS ws, {_ts("window_end")} AS we,
+    {_ts("first_seen")} AS fs, {_ts("last_seen")} AS ls,
+    TRY_CAST(packets AS BIGINT) AS packets, TRY_CAST(distinct_destinations AS BIGINT) AS dd,
+    json_extract_string(destinations_sample, '$[*]') AS sample
+FROM ({{scan}})
+-- another record type is not ours to count (the reader skips it quietly too)
+WHERE NOT coalesce(json_type("type") = 'VARCHAR' AND "type"->>'$' <> 'blocked_source', false)
+"""
+
+
+_TABLE = """CREATE TABLE recs (filename VARCHAR, bad BOOLEAN, router VARCHAR, source VARCHAR,
+    family INTEGER, plan VARCHAR, action VARCHAR, rule VARCHAR, ws BIGINT, we BIGINT,
+    fs BIGINT, ls BIGINT, packets BIGINT, dd BIGINT, sample VARCHAR[])"""
+
+
+def _scan(paths: Sequence[str], compression: str) -> str:
+    files = "[" + ", ".join(_q(p) for p in paths) + "]"
+    return (f"SELECT * FROM read_json({files}, format='newline_delimited', "
+            f"compression='{compression}', columns={_COLUMNS}, filename=true)")  # fmt: skip
+
+
+class DuckRun:
+    """Records loaded into a private DuckDB database, aggregated on demand."""
+
+    def __init__(self, query: Query, progress: ProgressSink) -> None:
+        self._query = query
+        self._progress = progress
+        self._tmp = tempfile.TemporaryDirectory(prefix="op25b-report-")
+        self._con = duckdb.connect(os.path.join(self._tmp.name, "report.duckdb"))
+        threads = max(1, len(os.sched_getaffinity(0)))
+        for setting in (f"memory_limit='{MEMORY_LIMIT}'", f"threads={threads}",
+                        f"temp_directory={_q(self._tmp.name)}", "TimeZone='UTC'",
+                        "preserve_insertion_order=false"):  # fmt: skip
+            self._con.execute(f"SET {setting}")
+        self._totals = Totals(0, 0, 0)
+        self._fallbacks = 0
+
+    @property
+    def totals(self) -> Totals:
+        """Records counted, duplicates ignored, records filtered out."""
+        return self._totals
+
+    def close(self) -> None:
+        """Close the database and remove its directory (spill files included)."""
+        self._con.close()
+        self._tmp.cleanup()
+
+    # ------------------------------------------------------------------ loading
+
+    def _sql(self, sql: str, label: str, params: Sequence[Any] | None = None) -> None:
+        """Run one statement, reporting DuckDB's progress on it while it runs."""
+        stop = threading.Event()
+
+        def poll() -> None:
+            while not stop.wait(POLL_S):
+                done = self._con.query_progress()
+                if done >= 0:
+                    self._progress.update(f"{label}: {done:.0f}%")
+
+        watcher = threading.Thread(target=poll, daemon=True)
+        watcher.start()
+        try:
+            self._con.execute(sql, params)
+        finally:
+            stop.set()
+            watcher.join()
+
+    def load(self, paths: Sequence[str], on_problem: Callable[[Problem], None]) -> None:
+        """Read every file; the ones DuckDB cannot take exactly go through abuseread."""
+        kinds = {p: compression_of(p) for p in paths}  # ReportError before any reading
+        self._con.execute(_TABLE)
+        fast = [p for p in paths if kinds[p] in ("gzip", "none")]
+        slow = self._insert_fast(fast, kinds)
+        bad = {r[0] for r in self._con.execute("SELECT DISTINCT filename FROM recs WHERE bad")
+               .fetchall()}  # fmt: skip
+        if bad:
+            self._con.execute(
+                "DELETE FROM recs WHERE filename IN (SELECT unnest($1))", [sorted(bad)]
+            )
+        slow |= bad
+        for path in paths:  # in the order given, so problem lines come out in order
+            if path in slow or kinds[path] not in ("gzip", "none"):
+                self._insert_slow(path, on_problem)
+
+    def _insert_fast(self, paths: Sequence[str], kinds: dict[str, str]) -> set[str]:
+        """Load ``paths`` in one parallel scan; return those DuckDB could not parse."""
+        groups = [[p for p in paths if kinds[p] == k] for k in ("gzip", "none")]
+        scans = [_scan(g, k) for g, k in zip(groups, ("gzip", "none"), strict=True) if g]
+        if not scans:
+            return set()
+        try:
+            self._insert(scans)
+            return set()
+        except duckdb.Error:
+            pass
+        # Some file has a line DuckDB cannot parse: find which, load the others.
+        failed = set()
+        for path in dict.fromkeys(paths):
+            try:
+                self._con.execute(f"SELECT count(*) FROM ({_scan([path], kinds[path])})")
+            except duckdb.Error:
+                failed.add(path)
+        rest = [p for p in paths if p not in failed]
+        if rest:
+            self._insert(
+                [
+                    _scan([p for p in rest if kinds[p] == k], k)
+                    for k in ("gzip", "none")
+                    if any(kinds[p] == k for p in rest)
+                ]
+            )
+        return failed
+
+    def _insert(self, scans: Sequence[str]) -> None:
+        union = " UNION ALL ".join(f"({_SELECT.format(ok=_OK, scan=s)})" for s in scans)
+        self._sql(f"INSERT INTO recs {union}", "reading")
+
+    def _insert_slow(self, path: str, on_problem: Callable[[Problem], None]) -> None:
+        self._fallbacks += 1
+        norm = Path(self._tmp.name) / f"read-{self._fallbacks}.jsonl"
+        with norm.open("w", encoding="utf-8") as out:
+
+            def write(rec: Record) -> None:
+                out.write(_normalised(rec))
+
+            read_log(path, write, on_problem)
+        # The reader validated these already; ``bad`` can only be a year before 1000.
+        sql = _SELECT.format(ok="true", scan=_scan([str(norm)], "none"))
+        self._con.execute(f"INSERT INTO recs {sql}")
+        norm.unlink()
+
+    # -------------------------------------------------------------- aggregation
+
+    def _where(self) -> str:
+        q = self._query
+        conds = ["NOT bad"]
+        if q.since is not None:
+            conds.append(f"ls >= {int(q.since)}")
+        if q.until is not None:
+            conds.append(f"fs < {int(q.until)}")
+        if q.routers:
+            conds.append(f"router IN ({', '.join(_q(r) for r in sorted(q.routers))})")
+        if q.plans:
+            conds.append(f"plan IN ({', '.join(_q(p) for p in sorted(q.plans))})")
+        return " AND ".join(conds)
+
+    def _merge(self) -> None:
+        """Drop exact duplicates (table u), then merge each source's windows (table w)."""
+        where = self._where()
+        # Every field the report reads, sample included: equal in all = read twice.
+        self._sql(
+            "CREATE TABLE u AS SELECT router, source, plan, action, rule, ws, we, fs, ls, "
+            f"packets, dd, sample, min(family) AS family FROM recs WHERE {where} GROUP BY ALL",
+            "merging",
+        )
+        ((valid,),) = self._con.execute("SELECT count(*) FROM recs WHERE NOT bad").fetchall()
+        ((kept,),) = self._con.execute(f"SELECT count(*) FROM recs WHERE {where}").fetchall()
+        ((unique,),) = self._con.execute("SELECT count(*) FROM u").fetchall()
+        self._totals = Totals(unique, kept - unique, valid - kept)
+        self._con.execute("DROP TABLE recs")
+        # The same float operations, in the same order, as botscore.window_rate and
+        # window_interval: IEEE doubles give the same bits in both.
+        self._sql(
+            """CREATE TABLE w AS SELECT *,
+                CASE WHEN p >= 2 THEN p / greatest((l - f) / 1000, 1.0::DOUBLE) END AS rate,
+                CASE WHEN p >= 2 AND l > f THEN (l - f) / 1000 / (p - 1) END AS iv
+            FROM (SELECT source, ws, we, sum(packets)::BIGINT AS p, min(fs) AS f,
+                         max(ls) AS l, list_sort(list_distinct(list(router))) AS routers
+                  FROM u GROUP BY source, ws, we)""",
+            "merging",
+        )
+
+    def sources(self) -> Iterator[SourceStats]:
+        """Every source's merged state, streamed from DuckDB in batches."""
+        self._merge()
+        days = ", d.days" if self._query.by_day else ""
+        join = f" LEFT JOIN ({_DAYS}) d USING (source)" if self._query.by_day else ""
+        cur = self._con.execute(f"""
+            WITH agg AS (
+                SELECT source, list(p ORDER BY ws, we) AS counts, min(f) AS first,
+                    max(l) AS last, max(rate) AS peak_rate,
+                    list(iv ORDER BY ws, we) FILTER (WHERE iv IS NOT NULL) AS intervals,
+                    CASE WHEN count(iv) = 0 THEN list(f ORDER BY f) END AS firsts,
+                    list_sort(list_distinct(flatten(list(routers)))) AS routers
+                FROM w GROUP BY source),
+            meta AS (
+                SELECT source, min(family) AS family, list_sort(list_distinct(list(plan))) AS plans,
+                    list_sort(list_distinct(list(action))) AS actions, max(dd) AS maxd
+                FROM u GROUP BY source),
+            s1 AS (
+                SELECT source, dst, min({{'f': fs, 'i': i}}) AS k
+                FROM (SELECT source, fs, unnest(sample) AS dst,
+                             generate_subscripts(sample, 1) AS i FROM u)
+                GROUP BY source, dst),
+            samp AS (
+                -- ties broken by address, as in pyengine: file order must not matter
+                SELECT source, count(*) AS n, list(dst ORDER BY k, dst)[1:{SAMPLE_LIMIT}] AS s
+                FROM s1 GROUP BY source)
+            SELECT a.source, m.family, m.plans, m.actions, a.routers, m.maxd,
+                coalesce(s.n, 0), coalesce(s.s, []), a.first, a.last, a.counts, a.peak_rate,
+                a.intervals, a.firsts{days}
+            FROM agg a JOIN meta m USING (source) LEFT JOIN samp s USING (source){join}
+        """)  # every value in it is an int or quoted by _q
+        while rows := cur.fetchmany(FETCH_ROWS):
+            for r in rows:
+                yield SourceStats(
+                    source=r[0], family=r[1], plans=tuple(r[2]), actions=tuple(r[3]),
+                    routers=tuple(r[4]), max_distinct=r[5], sample_union=r[6],
+                    sample=tuple(r[7]), first_seen=r[8], last_seen=r[9],
+                    window_counts=tuple(r[10]), peak_rate=r[11], intervals=tuple(r[12] or ()),
+                    window_firsts=tuple(r[13] or ()),
+                    days=tuple(DayStat(**d) for d in r[14]) if days else None,
+                )  # fmt: skip
+
+    def windows(self, sources: Sequence[str]) -> dict[str, tuple[WindowStat, ...]]:
+        """The merged windows of ``sources`` (call after ``sources()``)."""
+        rows = self._con.execute(
+            "SELECT source, ws, we, p, f, l, routers FROM w "
+            "WHERE source IN (SELECT unnest($1)) ORDER BY source, ws, we",
+            [list(sources)],
+        ).fetchall()
+        out: dict[str, list[WindowStat]] = {}
+        for src, ws, we, p, f, last, routers in rows:
+            out.setdefault(src, []).append(WindowStat(ws, we, p, f, last, tuple(routers)))
+        return {s: tuple(w) for s, w in out.items()}
+
+
+# Per source and UTC day, what decides whether it was bot-like that day.
+_DAYS = """
+    WITH wd AS (SELECT source, ws // 86400000 AS day, max(rate) AS peak_rate,
+                       max(p) AS peak_window_attempts FROM w GROUP BY ALL),
+    ud AS (SELECT source, ws // 86400000 AS day, max(dd) AS md FROM u GROUP BY ALL),
+    sd AS (SELECT source, day, count(DISTINCT dst) AS n
+           FROM (SELECT source, ws // 86400000 AS day, unnest(sample) AS dst FROM u)
+           GROUP BY ALL)
+    SELECT source, list({'day': day, 'distinct': greatest(md, coalesce(n, 0)),
+                         'peak_rate': peak_rate, 'peak_window_attempts': peak_window_attempts}
+                        ORDER BY day) AS days
+    FROM wd JOIN ud USING (source, day) LEFT JOIN sd USING (source, day)
+    GROUP BY source
+"""
+
+
+def _normalised(rec: Record) -> str:
+    """A validated record as one producer-form line (times in the exact 'Z' form)."""
+    return json.dumps({
+        "type": "blocked_source", "version": 1, "router": rec.router, "source": rec.source,
+        "family": rec.family, "plan": rec.plan, "action": rec.action, "rule": rec.rule,
+        "window_start": format_ms(rec.window_start), "window_end": format_ms(rec.window_end),
+        "first_seen": format_ms(rec.first_seen), "last_seen": format_ms(rec.last_seen),
+        "packets": rec.packets, "distinct_destinations": rec.distinct_destinations,
+        "destinations_sample": list(rec.destinations_sample),
+    }, ensure_ascii=False) + "\n"  # fmt: skip
+
+
+def run_duckdb(
+    paths: Sequence[str],
+    on_problem: Callable[[Problem], None],
+    query: Query,
+    progress: ProgressSink,
+) -> DuckRun:
+    """Load every file into a ``DuckRun``; ReportError if one cannot be opened."""
+    run = DuckRun(query, progress)
+    try:
+        run.load(paths, on_problem)
+    except BaseException:
+        run.close()
+        raise
+    return run
