@@ -44,6 +44,9 @@ from dataclasses import dataclass
 from op25b.util.timefmt import format_ms
 
 SAMPLE_LIMIT = 16  # the producer's sample size; reused for the report's own sample
+# Sample positions beyond this compare equal (the producer writes 16); it keeps the
+# DuckDB engine's first-seen key one BIGINT (epoch ms * 4096 + position).
+SAMPLE_INDEX_CAP = 4095
 
 # Score constants; public so tests and docs can refer to them.
 DEST_WEIGHT, DEST_SATURATION = 50.0, 64
@@ -225,6 +228,12 @@ class SourceStats:
     intervals: tuple[float, ...]  # each window's interval_s, where it has one
     window_firsts: tuple[int, ...]  # sorted first_seen per window; only if no intervals
     days: tuple[DayStat, ...] | None = None
+
+
+def sample_order(first_seen: int, index: int, destination: str) -> tuple[int, int, str]:
+    """Where a destination goes in a source's sample: first seen first; ties (two
+    routers, same time and position) by address, so no engine depends on file order."""
+    return (first_seen, min(index, SAMPLE_INDEX_CAP), destination)
 
 
 def window_rate(packets: int, first_seen: int, last_seen: int) -> float | None:

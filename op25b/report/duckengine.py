@@ -2,8 +2,8 @@
 
 The only module that imports duckdb (an optional extra: ``pip install
 'op25b[report-fast]'``). DuckDB parses the JSON lines (gzip too) on every core, keeps
-what it read in a database file in a private temporary directory, and aggregates
-with a memory limit, spilling to that directory beyond it; Python only scores the
+what it read in memory up to a limit and spills the rest to a private temporary
+directory (removed at the end), and aggregates within the same limit; Python only scores the
 per-source rows it streams back (``op25b.report.botscore``). Measured in
 bench/README.md.
 
@@ -30,7 +30,13 @@ from typing import Any
 import duckdb
 
 from op25b.report.abuseread import Problem, Record, compression_of, read_log
-from op25b.report.botscore import SAMPLE_LIMIT, DayStat, SourceStats, WindowStat
+from op25b.report.botscore import (
+    SAMPLE_INDEX_CAP,
+    SAMPLE_LIMIT,
+    DayStat,
+    SourceStats,
+    WindowStat,
+)
 from op25b.report.query import ProgressSink, Query, Totals
 from op25b.util.timefmt import format_ms
 
@@ -119,7 +125,9 @@ class DuckRun:
         self._query = query
         self._progress = progress
         self._tmp = tempfile.TemporaryDirectory(prefix="op25b-report-")
-        self._con = duckdb.connect(os.path.join(self._tmp.name, "report.duckdb"))
+        # In memory up to MEMORY_LIMIT, then spilled to the private directory: a
+        # database file would also write (and fsync) what fits in memory.
+        self._con = duckdb.connect()
         threads = max(1, len(os.sched_getaffinity(0)))
         for setting in (f"memory_limit='{MEMORY_LIMIT}'", f"threads={threads}",
                         f"temp_directory={_q(self._tmp.name)}", "TimeZone='UTC'",
@@ -266,42 +274,16 @@ class DuckRun:
     def sources(self) -> Iterator[SourceStats]:
         """Every source's merged state, streamed from DuckDB in batches."""
         self._merge()
-        days = ", d.days" if self._query.by_day else ""
-        join = f" LEFT JOIN ({_DAYS}) d USING (source)" if self._query.by_day else ""
-        cur = self._con.execute(f"""
-            WITH agg AS (
-                SELECT source, list(p ORDER BY ws, we) AS counts, min(f) AS first,
-                    max(l) AS last, max(rate) AS peak_rate,
-                    list(iv ORDER BY ws, we) FILTER (WHERE iv IS NOT NULL) AS intervals,
-                    CASE WHEN count(iv) = 0 THEN list(f ORDER BY f) END AS firsts,
-                    list_sort(list_distinct(flatten(list(routers)))) AS routers
-                FROM w GROUP BY source),
-            meta AS (
-                SELECT source, min(family) AS family, list_sort(list_distinct(list(plan))) AS plans,
-                    list_sort(list_distinct(list(action))) AS actions, max(dd) AS maxd
-                FROM u GROUP BY source),
-            s1 AS (
-                SELECT source, dst, min({{'f': fs, 'i': i}}) AS k
-                FROM (SELECT source, fs, unnest(sample) AS dst,
-                             generate_subscripts(sample, 1) AS i FROM u)
-                GROUP BY source, dst),
-            samp AS (
-                -- ties broken by address, as in pyengine: file order must not matter
-                SELECT source, count(*) AS n, list(dst ORDER BY k, dst)[1:{SAMPLE_LIMIT}] AS s
-                FROM s1 GROUP BY source)
-            SELECT a.source, m.family, m.plans, m.actions, a.routers, m.maxd,
-                coalesce(s.n, 0), coalesce(s.s, []), a.first, a.last, a.counts, a.peak_rate,
-                a.intervals, a.firsts{days}
-            FROM agg a JOIN meta m USING (source) LEFT JOIN samp s USING (source){join}
-        """)  # every value in it is an int or quoted by _q
+        days = self._query.by_day
+        cur = self._con.execute(_sources_sql(days))
         while rows := cur.fetchmany(FETCH_ROWS):
             for r in rows:
                 yield SourceStats(
                     source=r[0], family=r[1], plans=tuple(r[2]), actions=tuple(r[3]),
                     routers=tuple(r[4]), max_distinct=r[5], sample_union=r[6],
-                    sample=tuple(r[7]), first_seen=r[8], last_seen=r[9],
-                    window_counts=tuple(r[10]), peak_rate=r[11], intervals=tuple(r[12] or ()),
-                    window_firsts=tuple(r[13] or ()),
+                    sample=tuple(d["d"] for d in sorted(r[7], key=_kd)), first_seen=r[8],
+                    last_seen=r[9], window_counts=tuple(r[10]), peak_rate=r[11],
+                    intervals=tuple(r[12] or ()), window_firsts=tuple(sorted(r[13] or ())),
                     days=tuple(DayStat(**d) for d in r[14]) if days else None,
                 )  # fmt: skip
 
@@ -318,6 +300,42 @@ class DuckRun:
         return {s: tuple(w) for s, w in out.items()}
 
 
+def _sources_sql(by_day: bool) -> str:
+    """One row per source: what ``SourceStats`` needs, from tables u and w."""
+    days = ", d.days" if by_day else ""
+    join = f" LEFT JOIN ({_DAYS}) d USING (source)" if by_day else ""
+    return f"""
+            WITH agg AS (
+                -- Unordered lists (ordered aggregates cost 5x): the score uses their
+                -- sum, max, median and spread, none of which depends on the order.
+                SELECT source, list(p) AS counts, min(f) AS first,
+                    max(l) AS last, max(rate) AS peak_rate,
+                    list(iv) FILTER (WHERE iv IS NOT NULL) AS intervals,
+                    CASE WHEN count(iv) = 0 THEN list(f) END AS firsts,
+                    list_sort(list_distinct(flatten(list(routers)))) AS routers
+                FROM w GROUP BY source),
+            meta AS (
+                SELECT source, min(family) AS family, list_sort(list_distinct(list(plan))) AS plans,
+                    list_sort(list_distinct(list(action))) AS actions, max(dd) AS maxd
+                FROM u GROUP BY source),
+            s1 AS (
+                -- botscore.sample_order as one BIGINT (a struct key costs 3x the CPU)
+                SELECT source, dst, min(fs * {SAMPLE_INDEX_CAP + 1} + least(i, {SAMPLE_INDEX_CAP}))
+                    AS k
+                FROM (SELECT source, fs, unnest(sample) AS dst,
+                             generate_subscripts(sample, 1) - 1 AS i FROM u)
+                GROUP BY source, dst),
+            samp AS (
+                SELECT source, count(*) AS n,
+                    arg_min({{'k': k, 'd': dst}}, {{'k': k, 'd': dst}}, {SAMPLE_LIMIT}) AS s
+                FROM s1 GROUP BY source)
+            SELECT a.source, m.family, m.plans, m.actions, a.routers, m.maxd,
+                coalesce(s.n, 0), coalesce(s.s, []), a.first, a.last, a.counts, a.peak_rate,
+                a.intervals, a.firsts{days}
+            FROM agg a JOIN meta m USING (source) LEFT JOIN samp s USING (source){join}
+        """
+
+
 # Per source and UTC day, what decides whether it was bot-like that day.
 _DAYS = """
     WITH wd AS (SELECT source, ws // 86400000 AS day, max(rate) AS peak_rate,
@@ -332,6 +350,10 @@ _DAYS = """
     FROM wd JOIN ud USING (source, day) LEFT JOIN sd USING (source, day)
     GROUP BY source
 """
+
+
+def _kd(entry: dict[str, Any]) -> tuple[int, str]:
+    return entry["k"], entry["d"]
 
 
 def _normalised(rec: Record) -> str:

@@ -23,6 +23,7 @@ from op25b.report.botscore import (
     DayStat,
     SourceStats,
     WindowStat,
+    sample_order,
     window_interval,
     window_rate,
 )
@@ -149,9 +150,7 @@ def _stats(source: str, acc: _SourceAcc) -> SourceStats:
     intervals = tuple(
         i for _, w in wins if (i := window_interval(w.packets, w.first, w.last)) is not None
     )
-    # Ties (two destinations first seen at the same time and sample index, on two
-    # routers) are broken by address, so neither engine depends on file order.
-    ordered = sorted(acc.samples, key=lambda d: (*acc.samples[d], d))
+    ordered = sorted(acc.samples, key=lambda d: sample_order(*acc.samples[d], d))
     days = None
     if acc.days is not None:
         days = tuple(_day_stats(day, dacc, wins) for day, dacc in sorted(acc.days.items()))

@@ -74,7 +74,6 @@ def _bucket_words(ms: int) -> str:
     return f"{s}-s"
 
 
-
 def _csv_value(v: object) -> str:
     if v is None:
         return ""
@@ -218,8 +217,6 @@ def chart_data(
         f"sources\n{_short_time(first)} to {_short_time(last)} ({_duration(last - first)})"
     )
     return ChartData(bucket, starts, tuple(series), title)
-
-
 
 
 def _days_words(days: Sequence[str]) -> str:
