@@ -70,8 +70,10 @@ def _ts(col: str) -> str:
 
 
 def _ts_ok(col: str) -> str:
-    return (f"(json_type({col}) = 'VARCHAR' AND regexp_full_match({col}->>'$', '{_TS_RE}') "
-            f"AND {_ts(col)} IS NOT NULL)")  # fmt: skip
+    return (
+        f"(json_type({col}) = 'VARCHAR' AND regexp_full_match({col}->>'$', '{_TS_RE}') "
+        f"AND {_ts(col)} IS NOT NULL)"
+    )
 
 
 def _count_ok(col: str) -> str:
@@ -265,9 +267,9 @@ class DuckRun:
             """CREATE TABLE w AS SELECT *,
                 CASE WHEN p >= 2 THEN p / greatest((l - f) / 1000, 1.0::DOUBLE) END AS rate,
                 CASE WHEN p >= 2 AND l > f THEN (l - f) / 1000 / (p - 1) END AS iv
-            FROM (SELECT source, ws, we, sum(packets)::BIGINT AS p, min(fs) AS f,
+            FROM (SELECT source, ws, max(we) AS we, sum(packets)::BIGINT AS p, min(fs) AS f,
                          max(ls) AS l, list_sort(list_distinct(list(router))) AS routers
-                  FROM u GROUP BY source, ws, we)""",
+                  FROM u GROUP BY source, ws)""",
             "merging",
         )
 
@@ -291,7 +293,7 @@ class DuckRun:
         """The merged windows of ``sources`` (call after ``sources()``)."""
         rows = self._con.execute(
             "SELECT source, ws, we, p, f, l, routers FROM w "
-            "WHERE source IN (SELECT unnest($1)) ORDER BY source, ws, we",
+            "WHERE source IN (SELECT unnest($1)) ORDER BY source, ws",
             [list(sources)],
         ).fetchall()
         out: dict[str, list[WindowStat]] = {}

@@ -8,8 +8,10 @@ bench/README.md), but not bounded; ``op25b.report.duckengine`` is the bounded on
 
 What counts once: a record equal to one already counted in every field the report
 reads (router, plan, action, rule, times, counts, sample) is the same record read twice.
-Records of one window that differ are parts to add up: other routers, or the parts of
-a window a policy reload split (docs/abuse-log-format.md).
+Records of one window (same source and aligned ``window_start``) that differ are parts
+to add up: other routers, or the parts of a window a policy reload or a restart split
+(the first part's ``window_end`` is then the reload or shutdown time; see
+docs/abuse-log-format.md).
 """
 
 from __future__ import annotations
@@ -32,20 +34,22 @@ from op25b.report.query import ProgressSink, Query, Totals
 PROGRESS_EVERY = 65_536  # records between progress updates (a cheap modulo per record)
 
 # A record's identity within its source and window (what makes it a duplicate).
-_Part = tuple[str, str, str, str | None, int, int, int, int, tuple[str, ...]]
+_Part = tuple[str, str, str, str | None, int, int, int, int, int, tuple[str, ...]]
 
 
 class _WindowAcc:
     """Mutable while merging (records of one window arrive from several files)."""
 
-    __slots__ = ("first", "last", "packets", "parts", "routers")
+    __slots__ = ("end", "first", "last", "packets", "parts")
 
-    def __init__(self, first: int, last: int) -> None:
+    def __init__(self, end: int, first: int, last: int) -> None:
+        self.end = end
         self.packets = 0
         self.first = first
         self.last = last
-        self.routers: set[str] = set()
-        self.parts: set[_Part] = set()
+        # Usually one part (two or three across routers or a reload): a list costs
+        # half a set's memory and is as fast to search at that size.
+        self.parts: list[_Part] = []
 
 
 class _DayAcc:
@@ -67,7 +71,9 @@ class _SourceAcc:
         # destination -> (first_seen of the record naming it, index in its sample):
         # a first-seen order that does not depend on the order files are given in.
         self.samples: dict[str, tuple[int, int]] = {}
-        self.windows: dict[tuple[int, int], _WindowAcc] = {}
+        # Keyed by the window's aligned start only: a record cut short by a reload or
+        # a shutdown has an earlier window_end, yet belongs to the same window.
+        self.windows: dict[int, _WindowAcc] = {}
         self.days: dict[int, _DayAcc] | None = {} if by_day else None
 
 
@@ -94,18 +100,20 @@ class PyRun:
         acc = self._sources.get(rec.source)
         if acc is None:
             acc = self._sources[rec.source] = _SourceAcc(rec.family, self._query.by_day)
-        key = (rec.window_start, rec.window_end)
-        win = acc.windows.get(key)
+        win = acc.windows.get(rec.window_start)
         if win is None:
-            win = acc.windows[key] = _WindowAcc(rec.first_seen, rec.last_seen)
-        part = (rec.router, rec.plan, rec.action, rec.rule, rec.first_seen, rec.last_seen,
-                rec.packets, rec.distinct_destinations, rec.destinations_sample)  # fmt: skip
+            win = acc.windows[rec.window_start] = _WindowAcc(
+                rec.window_end, rec.first_seen, rec.last_seen
+            )
+        part = (rec.router, rec.plan, rec.action, rec.rule, rec.window_end, rec.first_seen,
+                rec.last_seen, rec.packets, rec.distinct_destinations,
+                rec.destinations_sample)  # fmt: skip
         if part in win.parts:
             self._duplicates += 1
             return
-        win.parts.add(part)
+        win.parts.append(part)
         self._records += 1
-        win.routers.add(rec.router)
+        win.end = max(win.end, rec.window_end)
         win.packets += rec.packets
         win.first = min(win.first, rec.first_seen)
         win.last = max(win.last, rec.last_seen)
@@ -139,9 +147,13 @@ class PyRun:
 
 def _windows(acc: _SourceAcc) -> tuple[WindowStat, ...]:
     return tuple(
-        WindowStat(k[0], k[1], w.packets, w.first, w.last, tuple(sorted(w.routers)))
+        WindowStat(k, w.end, w.packets, w.first, w.last, _routers(w))
         for k, w in sorted(acc.windows.items())
     )
+
+
+def _routers(w: _WindowAcc) -> tuple[str, ...]:
+    return tuple(sorted({p[0] for p in w.parts}))
 
 
 def _stats(source: str, acc: _SourceAcc) -> SourceStats:
@@ -159,7 +171,7 @@ def _stats(source: str, acc: _SourceAcc) -> SourceStats:
         family=acc.family,
         plans=tuple(sorted(acc.plans)),
         actions=tuple(sorted(acc.actions)),
-        routers=tuple(sorted({r for _, w in wins for r in w.routers})),
+        routers=tuple(sorted({p[0] for _, w in wins for p in w.parts})),
         max_distinct=acc.max_distinct,
         sample_union=len(ordered),
         sample=tuple(ordered[:SAMPLE_LIMIT]),
@@ -174,9 +186,9 @@ def _stats(source: str, acc: _SourceAcc) -> SourceStats:
 
 
 def _day_stats(
-    day: int, dacc: _DayAcc, wins: Sequence[tuple[tuple[int, int], _WindowAcc]]
+    day: int, dacc: _DayAcc, wins: Sequence[tuple[int, _WindowAcc]]
 ) -> DayStat:
-    mine = [w for (start, _), w in wins if start // DAY_MS == day]
+    mine = [w for start, w in wins if start // DAY_MS == day]
     rates = [r for w in mine if (r := window_rate(w.packets, w.first, w.last)) is not None]
     return DayStat(
         day=day,
