@@ -40,8 +40,18 @@ def _ts(day: datetime, ms: int) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
-def _line(router: str, src: str, day: datetime, window: int, first_ms: int, last_ms: int,
-          packets: int, distinct: int, sample: list[str], action: str = "drop") -> str:
+def _line(
+    router: str,
+    src: str,
+    day: datetime,
+    window: int,
+    first_ms: int,
+    last_ms: int,
+    packets: int,
+    distinct: int,
+    sample: list[str],
+    action: str = "drop",
+) -> str:
     ws = window * WINDOW_S * 1000
     fam = 6 if ":" in src else 4
     dests = ", ".join(f'"{d}"' for d in sample)
@@ -60,8 +70,11 @@ def _line(router: str, src: str, day: datetime, window: int, first_ms: int, last
 class Fleet:
     """Sources and their habits; draws one router-day of records at a time."""
 
-    def __init__(self, rng: random.Random, routers: int, days: int, records: int) -> None:
+    def __init__(
+        self, rng: random.Random, routers: int, days: int, records: int, reload_split: float
+    ) -> None:
         self.rng = rng
+        self.reload_split = reload_split
         self.routers = [f"edge{i + 1}" for i in range(routers)]
         per_day = records / days / routers
         # A bot-day yields ~6.5 records, a client-day ~56 (see day()).
@@ -75,7 +88,7 @@ class Fleet:
             return f"2001:db8:{100 + r:x}:{kind:x}{n // 65536:03x}:{n % 65536:x}::/64"
         return f"100.{64 + r * 3 + kind}.{(n // 256) % 256}.{n % 256}"
 
-    def day(self, r: int, d: int, day: datetime) -> list[tuple[int, str]]:
+    def day(self, r: int, day: datetime) -> list[tuple[int, str]]:
         rng = self.rng
         router = self.routers[r]
         out: list[tuple[int, str]] = []
@@ -105,38 +118,59 @@ class Fleet:
                 first = rng.randint(0, 50_000)
                 pk = rng.randint(4, 6)
                 last = first + (pk - 1) * 60_000
-                if rng.random() < 0.002:  # a reload changed the action mid-window
+                if rng.random() < self.reload_split:  # a reload changed the action
                     cut = first + 60_000
                     out.append((w, _line(router, src, day, w, first, first, 1, 1, server)))
-                    out.append((w, _line(router, src, day, w, cut, last, pk - 1, 1, server,
-                                         "reject")))
+                    out.append(
+                        (w, _line(router, src, day, w, cut, last, pk - 1, 1, server, "reject"))
+                    )
                 else:
-                    out.append((w, _line(router, src, day, w, first, last, pk, len(server),
-                                         server)))
+                    out.append(
+                        (w, _line(router, src, day, w, first, last, pk, len(server), server))
+                    )
         for _ in range(self.oneoffs_per_day):
             n = self.next_oneoff = self.next_oneoff + 1
             src = self.addr(r, 2, n)
             w = rng.randrange(WINDOWS_PER_DAY)
             first = rng.randint(0, 290_000)
             pk = rng.randint(1, 3)
-            out.append((w, _line(router, src, day, w, first, first + (pk - 1) * 3000, pk, 1,
-                                 [rng.choice(MX_POOL)])))
+            out.append(
+                (
+                    w,
+                    _line(
+                        router,
+                        src,
+                        day,
+                        w,
+                        first,
+                        first + (pk - 1) * 3000,
+                        pk,
+                        1,
+                        [rng.choice(MX_POOL)],
+                    ),
+                )
+            )
         out.sort(key=lambda x: x[0])  # a log is written window by window
         return out
 
 
-def generate(root: Path, records: int, routers: int, days: int, seed: int) -> int:
-    """Write the logs under ``root``; return the number of records written."""
+def generate(
+    root: Path, records: int, routers: int, days: int, seed: int, reload_split: float = 0.002
+) -> int:
+    """Write the logs under ``root``; return the number of records written.
+
+    ``reload_split``: the share of client windows split in two by a reload.
+    """
     rng = random.Random(seed)
-    fleet = Fleet(rng, routers, days, records)
+    fleet = Fleet(rng, routers, days, records, reload_split)
     total = 0
-    for r, router in enumerate(fleet.routers):
+    for router in fleet.routers:
         (root / router).mkdir(parents=True, exist_ok=True)
     for d in range(days):
         day = START + timedelta(days=d)
         age = days - 1 - d  # 0 = today
         for r, router in enumerate(fleet.routers):
-            lines = "".join(line for _, line in fleet.day(r, d, day)).encode()
+            lines = "".join(line for _, line in fleet.day(r, day)).encode()
             total += lines.count(b"\n")
             name = "blocked.jsonl" + ("" if age == 0 else f".{age}")
             path = root / router / name

@@ -114,7 +114,7 @@ def write_table(report: Report, shown: Sequence[SourceReport], out: TextIO) -> N
     if report.duplicates:
         notes.append(f"{plural(report.duplicates, 'duplicate record')} ignored")
     if report.filtered_out:
-        notes.append(f"{plural(report.filtered_out, 'record')} outside --since/--until")
+        notes.append(f"{plural(report.filtered_out, 'record')} outside the filters")
     if report.problems:
         notes.append(f"{plural(report.problems, 'line')} skipped (see stderr)")
     if notes:

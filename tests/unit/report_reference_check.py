@@ -28,12 +28,12 @@ def reference_rows(
     """The reference's rows and (records, duplicates, filtered_out), and whether the
     log has a window split by a reload (where the reference is known to be wrong)."""
     ref = ReferenceAggregator(since, until)
-    seen: dict[tuple[str, str, int, int], Record] = {}
+    seen: dict[tuple[str, str, int], Record] = {}
     split = False
 
     def add(rec: Record) -> None:
         nonlocal split
-        key = (rec.router, rec.source, rec.window_start, rec.window_end)
+        key = (rec.router, rec.source, rec.window_start)
         first = seen.setdefault(key, rec)
         split = split or first != rec
         ref.add(rec)
