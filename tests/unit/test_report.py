@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from report_reference_check import assert_same_as_reference
 
 from op25b.report import desk as report
-from report_reference_check import assert_same_as_reference
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 T0 = datetime(2026, 11, 23, 18, 0, tzinfo=UTC)
