@@ -256,19 +256,32 @@ def day_words(day: int) -> str:
 
 
 def bot_days(days: Sequence[DayStat]) -> tuple[str, ...]:
-    """The days (in order) on which the source alone scored as bot-like."""
+    """The days (in order) on which the source alone scored as bot-like (the verdict
+    ``score_source`` gives at or above BOT_THRESHOLD, whatever else it is told)."""
     return tuple(
         day_words(d.day)
         for d in sorted(days, key=lambda d: d.day)
-        if score_source(
-            distinct=d.distinct,
-            peak_rate=d.peak_rate,
-            peak_window_attempts=d.peak_window_attempts,
-            window_counts=(d.peak_window_attempts,),
-            retry_interval_s=None,
-        ).verdict
-        == "bot-like"
+        if score_value(d.distinct, d.peak_rate, d.peak_window_attempts) >= BOT_THRESHOLD
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Brief:
+    """What ranks a source and adds to the totals, without its lists (cheap for all)."""
+
+    source: str
+    distinct: int
+    peak_rate: float | None
+    peak_window_attempts: int
+    attempts: int
+    first_seen: int
+    last_seen: int
+    days: tuple[DayStat, ...] | None = None
+
+    def rank(self) -> tuple[int, int, str]:
+        """``rank_key`` of the summary this source will get."""
+        score = score_value(self.distinct, self.peak_rate, self.peak_window_attempts)
+        return (-score, -self.attempts, self.source)
 
 
 def summarise(st: SourceStats) -> SourceReport:
@@ -325,6 +338,21 @@ def _log_part(value: float, low: float, high: float, weight: float) -> float:
     return weight * min(1.0, math.log(value / low) / math.log(high / low))
 
 
+def _parts(distinct: int, rate: float, peak_window_attempts: int) -> tuple[float, float, float]:
+    return (
+        _log_part(distinct, 1, DEST_SATURATION, DEST_WEIGHT),
+        _log_part(rate, BURST_MIN_RATE, BURST_SAT_RATE, BURST_WEIGHT),
+        _log_part(peak_window_attempts, VOLUME_MIN, VOLUME_SAT, VOLUME_WEIGHT),
+    )
+
+
+def score_value(distinct: int, peak_rate: float | None, peak_window_attempts: int) -> int:
+    """The score alone (what ``score_source`` computes first): it needs no lists, so
+    every source can be ranked before any is summarised."""
+    a, b, c = _parts(distinct, peak_rate or 0.0, peak_window_attempts)
+    return max(0, min(100, round(a + b + c)))
+
+
 def score_source(
     *,
     distinct: int,
@@ -342,9 +370,7 @@ def score_source(
     provider's). Rate and volume separate a flooding bot from a patient client.
     """
     rate = peak_rate or 0.0
-    dest_part = _log_part(distinct, 1, DEST_SATURATION, DEST_WEIGHT)
-    burst_part = _log_part(rate, BURST_MIN_RATE, BURST_SAT_RATE, BURST_WEIGHT)
-    volume_part = _log_part(peak_window_attempts, VOLUME_MIN, VOLUME_SAT, VOLUME_WEIGHT)
+    dest_part, burst_part, volume_part = _parts(distinct, rate, peak_window_attempts)
     value = max(0, min(100, round(dest_part + burst_part + volume_part)))
     n_windows = len(window_counts)
     dests = plural(distinct, "destination")

@@ -28,7 +28,9 @@ from op25b.report.abuseread import (
 from op25b.report.botscore import (
     BOT_THRESHOLD,
     JSON_KEYS,
+    Brief,
     SourceReport,
+    bot_days,
     rank_key,
     score_source,
     summarise,
@@ -133,23 +135,22 @@ def build_report(
         first: int | None = None
         last: int | None = None
 
-        def summaries() -> Iterator[SourceReport]:
+        def briefs() -> Iterator[Brief]:
             nonlocal count, attempts, first, last
-            for stats in run.sources():
-                s = summarise(stats)
-                if min_days and len(s.bot_days or ()) < min_days:
+            for b in run.briefs():
+                if min_days and len(bot_days(b.days or ())) < min_days:
                     continue
                 count += 1
-                attempts += s.attempts
-                first = s.first_seen if first is None else min(first, s.first_seen)
-                last = s.last_seen if last is None else max(last, s.last_seen)
-                yield s
+                attempts += b.attempts
+                first = b.first_seen if first is None else min(first, b.first_seen)
+                last = b.last_seen if last is None else max(last, b.last_seen)
+                yield b
 
-        ranked = (
-            heapq.nsmallest(top, summaries(), key=rank_key)
-            if top
-            else sorted(summaries(), key=rank_key)
-        )
+        # Rank on the score alone, then summarise only the sources shown: most of a
+        # fleet's sources never make the top and need no lists fetched or words written.
+        best = heapq.nsmallest(top, briefs(), key=Brief.rank) if top else list(briefs())
+        ranked = sorted((summarise(st) for st in run.stats([b.source for b in best])),
+                        key=rank_key)  # fmt: skip
         windows = run.windows([s.source for s in ranked[:MAX_CHART_LINES]]) if chart else None
         totals = run.totals
     finally:

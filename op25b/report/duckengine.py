@@ -29,10 +29,11 @@ from typing import Any
 
 import duckdb
 
-from op25b.report.abuseread import Problem, Record, compression_of, read_log
+from op25b.report.abuseread import Problem, Record, ReportError, compression_of, read_log
 from op25b.report.botscore import (
     SAMPLE_INDEX_CAP,
     SAMPLE_LIMIT,
+    Brief,
     DayStat,
     SourceStats,
     WindowStat,
@@ -109,9 +110,10 @@ WHERE NOT coalesce(json_type("type") = 'VARCHAR' AND "type"->>'$' <> 'blocked_so
 """
 
 
-_TABLE = """CREATE TABLE recs (filename VARCHAR, bad BOOLEAN, router VARCHAR, source VARCHAR,
-    family INTEGER, plan VARCHAR, action VARCHAR, rule VARCHAR, ws BIGINT, we BIGINT,
-    fs BIGINT, ls BIGINT, packets BIGINT, dd BIGINT, sample VARCHAR[])"""
+_FAST = ("gzip", "none")  # what DuckDB decompresses itself; bzip2 and xz go through abuseread
+_EMPTY_U = """CREATE TABLE u (router VARCHAR, source VARCHAR, plan VARCHAR, action VARCHAR,
+    rule VARCHAR, ws BIGINT, we BIGINT, fs BIGINT, ls BIGINT, packets BIGINT, dd BIGINT,
+    sample VARCHAR[], badfile VARCHAR, keep BOOLEAN, family INTEGER, copies BIGINT)"""
 
 
 def _scan(paths: Sequence[str], compression: str) -> str:
@@ -136,7 +138,6 @@ class DuckRun:
                         "preserve_insertion_order=false"):  # fmt: skip
             self._con.execute(f"SET {setting}")
         self._totals = Totals(0, 0, 0)
-        self._fallbacks = 0
 
     @property
     def totals(self) -> Totals:
@@ -169,74 +170,90 @@ class DuckRun:
             watcher.join()
 
     def load(self, paths: Sequence[str], on_problem: Callable[[Problem], None]) -> None:
-        """Read every file; the ones DuckDB cannot take exactly go through abuseread."""
-        kinds = {p: compression_of(p) for p in paths}  # ReportError before any reading
-        self._con.execute(_TABLE)
-        fast = [p for p in paths if kinds[p] in ("gzip", "none")]
-        slow = self._insert_fast(fast, kinds)
-        bad = {r[0] for r in self._con.execute("SELECT DISTINCT filename FROM recs WHERE bad")
-               .fetchall()}  # fmt: skip
-        if bad:
-            self._con.execute(
-                "DELETE FROM recs WHERE filename IN (SELECT unnest($1))", [sorted(bad)]
-            )
-        slow |= bad
-        for path in paths:  # in the order given, so problem lines come out in order
-            if path in slow or kinds[path] not in ("gzip", "none"):
-                self._insert_slow(path, on_problem)
+        """Read every file into table u (records, each once, with how often it was read).
 
-    def _insert_fast(self, paths: Sequence[str], kinds: dict[str, str]) -> set[str]:
-        """Load ``paths`` in one parallel scan; return those DuckDB could not parse."""
-        groups = [[p for p in paths if kinds[p] == k] for k in ("gzip", "none")]
-        scans = [_scan(g, k) for g, k in zip(groups, ("gzip", "none"), strict=True) if g]
-        if not scans:
+        One parallel scan does it all when every file is plain or gzip and every line
+        is in the producer's form (the usual case). Files that are not are read by
+        abuseread into normalised files and the scan is run again; their problem
+        lines are printed at the end, in the order the files were given.
+        """
+        kinds = {p: compression_of(p) for p in paths}  # ReportError before any reading
+        slow = {p for p in paths if kinds[p] not in _FAST}
+        problems: dict[int, list[Problem]] = {}
+        normalised: dict[int, str] = {}
+        for _attempt in range(3):  # each retry moves files to ``slow``; two suffice
+            for i, path in enumerate(paths):
+                if path in slow and i not in normalised:
+                    normalised[i] = self._normalise(i, path, problems.setdefault(i, []).append)
+            fast = [p for p in paths if p not in slow]
+            try:
+                bad = self._scan_into_u(fast, kinds, [normalised[i] for i in sorted(normalised)])
+            except duckdb.Error as e:
+                unparsable = self._unparsable(fast, kinds)
+                if not unparsable:
+                    raise ReportError(f"DuckDB could not read the logs: {e}") from None
+                slow |= unparsable
+                continue
+            if not bad:
+                break
+            slow |= bad
+        for i in sorted(problems):
+            for problem in problems[i]:
+                on_problem(problem)
+
+    def _scan_into_u(
+        self, fast: Sequence[str], kinds: dict[str, str], normalised: Sequence[str]
+    ) -> set[str]:
+        """One scan of everything into table u; return the files with a ``bad`` row."""
+        parts = [
+            _SELECT.format(ok=_OK, scan=_scan([p for p in fast if kinds[p] == k], k))
+            for k in _FAST
+            if any(kinds[p] == k for p in fast)
+        ]
+        if normalised:  # validated by the reader; ``bad`` could only be a year before 1000
+            parts.append(_SELECT.format(ok="true", scan=_scan(normalised, "none")))
+        self._con.execute("DROP TABLE IF EXISTS u")
+        if not parts:
+            self._con.execute(_EMPTY_U)
             return set()
-        try:
-            self._insert(scans)
-            return set()
-        except duckdb.Error:
-            pass
-        # Some file has a line DuckDB cannot parse: find which, load the others.
+        union = " UNION ALL ".join(f"({p})" for p in parts)
+        # Every field the report reads, sample included: equal in all = read twice.
+        self._sql(
+            "CREATE TABLE u AS SELECT router, source, plan, action, rule, ws, we, fs, ls, "
+            "packets, dd, sample, CASE WHEN bad THEN filename END AS badfile, "
+            f"coalesce(NOT bad AND {self._keep()}, false) AS keep, min(family) AS family, "
+            f"count(*)::BIGINT AS copies FROM ({union}) GROUP BY ALL",
+            "reading",
+        )
+        rows = self._con.execute("SELECT DISTINCT badfile FROM u WHERE badfile IS NOT NULL")
+        return {r[0] for r in rows.fetchall()}
+
+    def _unparsable(self, paths: Sequence[str], kinds: dict[str, str]) -> set[str]:
+        """The files of ``paths`` DuckDB cannot parse at all (a truncated line, not JSON)."""
         failed = set()
         for path in dict.fromkeys(paths):
             try:
                 self._con.execute(f"SELECT count(*) FROM ({_scan([path], kinds[path])})")
             except duckdb.Error:
                 failed.add(path)
-        rest = [p for p in paths if p not in failed]
-        if rest:
-            self._insert(
-                [
-                    _scan([p for p in rest if kinds[p] == k], k)
-                    for k in ("gzip", "none")
-                    if any(kinds[p] == k for p in rest)
-                ]
-            )
         return failed
 
-    def _insert(self, scans: Sequence[str]) -> None:
-        union = " UNION ALL ".join(f"({_SELECT.format(ok=_OK, scan=s)})" for s in scans)
-        self._sql(f"INSERT INTO recs {union}", "reading")
-
-    def _insert_slow(self, path: str, on_problem: Callable[[Problem], None]) -> None:
-        self._fallbacks += 1
-        norm = Path(self._tmp.name) / f"read-{self._fallbacks}.jsonl"
+    def _normalise(self, index: int, path: str, on_problem: Callable[[Problem], None]) -> str:
+        """Read ``path`` with abuseread into a producer-form file DuckDB takes as it is."""
+        norm = Path(self._tmp.name) / f"read-{index}.jsonl"
         with norm.open("w", encoding="utf-8") as out:
 
             def write(rec: Record) -> None:
                 out.write(_normalised(rec))
 
             read_log(path, write, on_problem)
-        # The reader validated these already; ``bad`` can only be a year before 1000.
-        sql = _SELECT.format(ok="true", scan=_scan([str(norm)], "none"))
-        self._con.execute(f"INSERT INTO recs {sql}")
-        norm.unlink()
+        return str(norm)
 
     # -------------------------------------------------------------- aggregation
 
-    def _where(self) -> str:
+    def _keep(self) -> str:
         q = self._query
-        conds = ["NOT bad"]
+        conds = ["true"]
         if q.since is not None:
             conds.append(f"ls >= {int(q.since)}")
         if q.until is not None:
@@ -245,22 +262,16 @@ class DuckRun:
             conds.append(f"router IN ({', '.join(_q(r) for r in sorted(q.routers))})")
         if q.plans:
             conds.append(f"plan IN ({', '.join(_q(p) for p in sorted(q.plans))})")
-        return " AND ".join(conds)
+        return "(" + " AND ".join(conds) + ")"
 
     def _merge(self) -> None:
-        """Drop exact duplicates (table u), then merge each source's windows (table w)."""
-        where = self._where()
-        # Every field the report reads, sample included: equal in all = read twice.
-        self._sql(
-            "CREATE TABLE u AS SELECT router, source, plan, action, rule, ws, we, fs, ls, "
-            f"packets, dd, sample, min(family) AS family FROM recs WHERE {where} GROUP BY ALL",
-            "merging",
-        )
-        ((valid,),) = self._con.execute("SELECT count(*) FROM recs WHERE NOT bad").fetchall()
-        ((kept,),) = self._con.execute(f"SELECT count(*) FROM recs WHERE {where}").fetchall()
-        ((unique,),) = self._con.execute("SELECT count(*) FROM u").fetchall()
+        """Count what was read, keep what the query keeps, merge windows (table w)."""
+        ((valid, kept, unique),) = self._con.execute(
+            "SELECT coalesce(sum(copies), 0), coalesce(sum(copies) FILTER (WHERE keep), 0), "
+            "count(*) FILTER (WHERE keep) FROM u"
+        ).fetchall()
         self._totals = Totals(unique, kept - unique, valid - kept)
-        self._con.execute("DROP TABLE recs")
+        self._con.execute("DELETE FROM u WHERE NOT keep")
         # The same float operations, in the same order, as botscore.window_rate and
         # window_interval: IEEE doubles give the same bits in both.
         self._sql(
@@ -273,24 +284,60 @@ class DuckRun:
             "merging",
         )
 
-    def sources(self) -> Iterator[SourceStats]:
-        """Every source's merged state, streamed from DuckDB in batches."""
+    def briefs(self) -> Iterator[Brief]:
+        """Every source's ranking facts, streamed (scalars only: cheap to fetch)."""
         self._merge()
-        days = self._query.by_day
-        cur = self._con.execute(_sources_sql(days))
+        by_day = self._query.by_day
+        self._sql(_sources_sql(by_day), "summing up")
+        days = ", days" if by_day else ""
+        cur = self._con.execute(
+            "SELECT source, greatest(maxd, n), peak_rate, peak_window, attempts, first, last"
+            f"{days} FROM src"
+        )
         while rows := cur.fetchmany(FETCH_ROWS):
             for r in rows:
-                yield SourceStats(
-                    source=r[0], family=r[1], plans=tuple(r[2]), actions=tuple(r[3]),
-                    routers=tuple(r[4]), max_distinct=r[5], sample_union=r[6],
-                    sample=tuple(d["d"] for d in sorted(r[7], key=_kd)), first_seen=r[8],
-                    last_seen=r[9], window_counts=tuple(r[10]), peak_rate=r[11],
-                    intervals=tuple(r[12] or ()), window_firsts=tuple(sorted(r[13] or ())),
-                    days=tuple(DayStat(**d) for d in r[14]) if days else None,
-                )  # fmt: skip
+                yield Brief(
+                    source=r[0],
+                    distinct=r[1],
+                    peak_rate=r[2],
+                    peak_window_attempts=r[3],
+                    attempts=r[4],
+                    first_seen=r[5],
+                    last_seen=r[6],
+                    days=tuple(DayStat(**d) for d in r[7]) if by_day else None,
+                )
+
+    def stats(self, sources: Sequence[str]) -> list[SourceStats]:
+        """The full merged state of ``sources`` (call after ``briefs``)."""
+        days = ", days" if self._query.by_day else ""
+        rows = self._con.execute(
+            "SELECT source, family, plans, actions, routers, maxd, n, s, first, last, counts, "
+            f"peak_rate, intervals, firsts{days} FROM src WHERE source IN (SELECT unnest($1))",
+            [list(sources)],
+        ).fetchall()
+        return [
+            SourceStats(
+                source=r[0],
+                family=r[1],
+                plans=tuple(r[2]),
+                actions=tuple(r[3]),
+                routers=tuple(r[4]),
+                max_distinct=r[5],
+                sample_union=r[6],
+                sample=tuple(d["d"] for d in sorted(r[7], key=_kd)),
+                first_seen=r[8],
+                last_seen=r[9],
+                window_counts=tuple(r[10]),
+                peak_rate=r[11],
+                intervals=tuple(r[12] or ()),
+                window_firsts=tuple(sorted(r[13] or ())),
+                days=tuple(DayStat(**d) for d in r[14]) if days else None,
+            )
+            for r in rows
+        ]
 
     def windows(self, sources: Sequence[str]) -> dict[str, tuple[WindowStat, ...]]:
-        """The merged windows of ``sources`` (call after ``sources()``)."""
+        """The merged windows of ``sources`` (call after ``briefs``)."""
         rows = self._con.execute(
             "SELECT source, ws, we, p, f, l, routers FROM w "
             "WHERE source IN (SELECT unnest($1)) ORDER BY source, ws",
@@ -303,14 +350,15 @@ class DuckRun:
 
 
 def _sources_sql(by_day: bool) -> str:
-    """One row per source: what ``SourceStats`` needs, from tables u and w."""
+    """Table src: one row per source, what ``SourceStats`` needs, from tables u and w."""
     days = ", d.days" if by_day else ""
     join = f" LEFT JOIN ({_DAYS}) d USING (source)" if by_day else ""
     return f"""
-            WITH agg AS (
+            CREATE TABLE src AS WITH agg AS (
                 -- Unordered lists (ordered aggregates cost 5x): the score uses their
                 -- sum, max, median and spread, none of which depends on the order.
-                SELECT source, list(p) AS counts, min(f) AS first,
+                SELECT source, list(p) AS counts, max(p) AS peak_window,
+                    sum(p)::BIGINT AS attempts, min(f) AS first,
                     max(l) AS last, max(rate) AS peak_rate,
                     list(iv) FILTER (WHERE iv IS NOT NULL) AS intervals,
                     CASE WHEN count(iv) = 0 THEN list(f) END AS firsts,
@@ -332,8 +380,8 @@ def _sources_sql(by_day: bool) -> str:
                     arg_min({{'k': k, 'd': dst}}, {{'k': k, 'd': dst}}, {SAMPLE_LIMIT}) AS s
                 FROM s1 GROUP BY source)
             SELECT a.source, m.family, m.plans, m.actions, a.routers, m.maxd,
-                coalesce(s.n, 0), coalesce(s.s, []), a.first, a.last, a.counts, a.peak_rate,
-                a.intervals, a.firsts{days}
+                coalesce(s.n, 0) AS n, coalesce(s.s, []) AS s, a.first, a.last, a.counts,
+                a.peak_rate, a.intervals, a.firsts, a.peak_window, a.attempts{days}
             FROM agg a JOIN meta m USING (source) LEFT JOIN samp s USING (source){join}
         """
 

@@ -22,6 +22,7 @@ from op25b.report.abuseread import Problem, Record, read_log
 from op25b.report.botscore import (
     DAY_MS,
     SAMPLE_LIMIT,
+    Brief,
     DayStat,
     SourceStats,
     WindowStat,
@@ -131,10 +132,25 @@ class PyRun:
             day.max_distinct = max(day.max_distinct, rec.distinct_destinations)
             day.samples.update(rec.destinations_sample)
 
-    def sources(self) -> Iterator[SourceStats]:
-        """Every source's merged state."""
+    def briefs(self) -> Iterator[Brief]:
+        """Every source's ranking facts."""
         for source, acc in self._sources.items():
-            yield _stats(source, acc)
+            wins = acc.windows.values()
+            rates = [r for w in wins if (r := window_rate(w.packets, w.first, w.last)) is not None]
+            yield Brief(
+                source=source,
+                distinct=max(acc.max_distinct, len(acc.samples)),
+                peak_rate=max(rates) if rates else None,
+                peak_window_attempts=max(w.packets for w in wins),
+                attempts=sum(w.packets for w in wins),
+                first_seen=min(w.first for w in wins),
+                last_seen=max(w.last for w in wins),
+                days=_days(acc),
+            )
+
+    def stats(self, sources: Sequence[str]) -> list[SourceStats]:
+        """The full merged state of ``sources``."""
+        return [_stats(s, self._sources[s]) for s in sources if s in self._sources]
 
     def windows(self, sources: Sequence[str]) -> dict[str, tuple[WindowStat, ...]]:
         """The merged windows of ``sources`` that are known, in window order."""
@@ -163,9 +179,6 @@ def _stats(source: str, acc: _SourceAcc) -> SourceStats:
         i for _, w in wins if (i := window_interval(w.packets, w.first, w.last)) is not None
     )
     ordered = sorted(acc.samples, key=lambda d: sample_order(*acc.samples[d], d))
-    days = None
-    if acc.days is not None:
-        days = tuple(_day_stats(day, dacc, wins) for day, dacc in sorted(acc.days.items()))
     return SourceStats(
         source=source,
         family=acc.family,
@@ -181,13 +194,18 @@ def _stats(source: str, acc: _SourceAcc) -> SourceStats:
         peak_rate=max(rates) if rates else None,
         intervals=intervals,
         window_firsts=() if intervals else tuple(sorted(w.first for _, w in wins)),
-        days=days,
+        days=_days(acc),
     )
 
 
-def _day_stats(
-    day: int, dacc: _DayAcc, wins: Sequence[tuple[int, _WindowAcc]]
-) -> DayStat:
+def _days(acc: _SourceAcc) -> tuple[DayStat, ...] | None:
+    if acc.days is None:
+        return None
+    wins = sorted(acc.windows.items())
+    return tuple(_day_stats(day, dacc, wins) for day, dacc in sorted(acc.days.items()))
+
+
+def _day_stats(day: int, dacc: _DayAcc, wins: Sequence[tuple[int, _WindowAcc]]) -> DayStat:
     mine = [w for start, w in wins if start // DAY_MS == day]
     rates = [r for w in mine if (r := window_rate(w.packets, w.first, w.last)) is not None]
     return DayStat(

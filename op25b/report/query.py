@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from op25b.report.abuseread import Record, ReportError
-from op25b.report.botscore import SourceStats, WindowStat
+from op25b.report.botscore import Brief, SourceStats, WindowStat
 
 ENGINES = ("auto", "duckdb", "python")
 
@@ -62,8 +62,12 @@ class Run(Protocol):
         """What was read (final once ``sources`` has been consumed)."""
         ...
 
-    def sources(self) -> Iterator[SourceStats]:
-        """Every source's merged state, in no particular order, streamed."""
+    def briefs(self) -> Iterator[Brief]:
+        """Every source's ranking facts, in no particular order, streamed."""
+        ...
+
+    def stats(self, sources: Sequence[str]) -> list[SourceStats]:
+        """The full merged state of a few sources (the ones shown), in any order."""
         ...
 
     def windows(self, sources: Sequence[str]) -> dict[str, tuple[WindowStat, ...]]:
