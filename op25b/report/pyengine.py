@@ -17,6 +17,7 @@ docs/abuse-log-format.md).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from sys import intern
 
 from op25b.report.abuseread import Problem, Record, read_log
 from op25b.report.botscore import (
@@ -83,6 +84,7 @@ class PyRun:
 
     def __init__(self, query: Query) -> None:
         self._query = query
+        self._filtering = query != Query(by_day=query.by_day)
         self._sources: dict[str, _SourceAcc] = {}
         self._records = 0
         self._duplicates = 0
@@ -95,7 +97,7 @@ class PyRun:
 
     def add(self, rec: Record) -> None:
         """Count one record (unless filtered out or a duplicate)."""
-        if not self._query.keeps(rec):
+        if self._filtering and not self._query.keeps(rec):
             self._filtered_out += 1
             return
         acc = self._sources.get(rec.source)
@@ -106,9 +108,12 @@ class PyRun:
             win = acc.windows[rec.window_start] = _WindowAcc(
                 rec.window_end, rec.first_seen, rec.last_seen
             )
-        part = (rec.router, rec.plan, rec.action, rec.rule, rec.window_end, rec.first_seen,
-                rec.last_seen, rec.packets, rec.distinct_destinations,
-                rec.destinations_sample)  # fmt: skip
+        # Interned: a part is kept per record, and its strings are the same few
+        # thousand names and addresses over and over (json.loads makes new copies).
+        part = (intern(rec.router), intern(rec.plan), intern(rec.action),
+                None if rec.rule is None else intern(rec.rule), rec.window_end,
+                rec.first_seen, rec.last_seen, rec.packets, rec.distinct_destinations,
+                tuple(map(intern, rec.destinations_sample)))  # fmt: skip
         if part in win.parts:
             self._duplicates += 1
             return
@@ -118,10 +123,11 @@ class PyRun:
         win.packets += rec.packets
         win.first = min(win.first, rec.first_seen)
         win.last = max(win.last, rec.last_seen)
-        acc.plans.add(rec.plan)
-        acc.actions.add(rec.action)
+        sample = part[-1]
+        acc.plans.add(part[1])
+        acc.actions.add(part[2])
         acc.max_distinct = max(acc.max_distinct, rec.distinct_destinations)
-        for i, dst in enumerate(rec.destinations_sample):
+        for i, dst in enumerate(sample):
             seen = acc.samples.get(dst)
             if seen is None or (rec.first_seen, i) < seen:
                 acc.samples[dst] = (rec.first_seen, i)
@@ -130,7 +136,7 @@ class PyRun:
             if day is None:
                 day = acc.days[rec.window_start // DAY_MS] = _DayAcc()
             day.max_distinct = max(day.max_distinct, rec.distinct_destinations)
-            day.samples.update(rec.destinations_sample)
+            day.samples.update(sample)
 
     def briefs(self) -> Iterator[Brief]:
         """Every source's ranking facts."""
