@@ -16,7 +16,7 @@ docs/abuse-log-format.md).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from sys import intern
 
 from op25b.report.abuseread import Problem, Record, read_log
@@ -142,12 +142,12 @@ class PyRun:
         """Every source's ranking facts."""
         for source, acc in self._sources.items():
             wins = acc.windows.values()
-            rates = [r for w in wins if (r := window_rate(w.packets, w.first, w.last)) is not None]
+            peak_rate, peak_window = _peaks(wins)
             yield Brief(
                 source=source,
                 distinct=max(acc.max_distinct, len(acc.samples)),
-                peak_rate=max(rates) if rates else None,
-                peak_window_attempts=max(w.packets for w in wins),
+                peak_rate=peak_rate,
+                peak_window_attempts=peak_window,
                 attempts=sum(w.packets for w in wins),
                 first_seen=min(w.first for w in wins),
                 last_seen=max(w.last for w in wins),
@@ -212,14 +212,14 @@ def _days(acc: _SourceAcc) -> tuple[DayStat, ...] | None:
 
 
 def _day_stats(day: int, dacc: _DayAcc, wins: Sequence[tuple[int, _WindowAcc]]) -> DayStat:
-    mine = [w for start, w in wins if start // DAY_MS == day]
-    rates = [r for w in mine if (r := window_rate(w.packets, w.first, w.last)) is not None]
-    return DayStat(
-        day=day,
-        distinct=max(dacc.max_distinct, len(dacc.samples)),
-        peak_rate=max(rates) if rates else None,
-        peak_window_attempts=max(w.packets for w in mine),
-    )
+    peak_rate, peak_window = _peaks([w for start, w in wins if start // DAY_MS == day])
+    return DayStat(day, max(dacc.max_distinct, len(dacc.samples)), peak_rate, peak_window)
+
+
+def _peaks(wins: Collection[_WindowAcc]) -> tuple[float | None, int]:
+    """The busiest window's rate and attempts (they may be different windows)."""
+    rates = [r for w in wins if (r := window_rate(w.packets, w.first, w.last)) is not None]
+    return (max(rates) if rates else None), max(w.packets for w in wins)
 
 
 def run_python(
