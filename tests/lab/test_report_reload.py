@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_daemon import outcomes, probes, start, write_policy  # noqa: F401 - start: fixture
+from test_daemon import outcomes, probes, write_policy
 
 from op25b.lab import topology as L
 from op25b.lab.topology import Lab
@@ -24,7 +24,7 @@ from op25b.report import desk
 
 @pytest.mark.parametrize("engine", ["python", "duckdb"])
 def test_reload_split_window_counts_both_parts(
-    start,  # noqa: F811 - the fixture imported above
+    start,  # the conftest fixture: a daemon per test, always stopped
     lab: Lab,
     tmp_path: Path,
     engine: str,
