@@ -42,7 +42,7 @@ from op25b.report.query import ProgressSink, Query, Totals
 from op25b.util.timefmt import format_ms
 
 # DuckDB's own limit; its process stays well under 1 GB RSS with it at 10M records.
-MEMORY_LIMIT = "512MB"
+MEMORY_LIMIT = "640MB"
 FETCH_ROWS = 10_000
 POLL_S = 0.25
 
@@ -288,7 +288,8 @@ class DuckRun:
         """Every source's ranking facts, streamed (scalars only: cheap to fetch)."""
         self._merge()
         by_day = self._query.by_day
-        self._sql(_sources_sql(by_day), "summing up")
+        for statement in _sources_sql(by_day):
+            self._sql(statement, "summing up")
         days = ", days" if by_day else ""
         cur = self._con.execute(
             "SELECT source, greatest(maxd, n), peak_rate, peak_window, attempts, first, last"
@@ -349,41 +350,47 @@ class DuckRun:
         return {s: tuple(w) for s, w in out.items()}
 
 
-def _sources_sql(by_day: bool) -> str:
-    """Table src: one row per source, what ``SourceStats`` needs, from tables u and w."""
+def _sources_sql(by_day: bool) -> list[str]:
+    """Statements building table src (one row per source, what ``SourceStats`` needs)
+    from tables u and w. One table per step, each dropped once used: one statement
+    with every step as a CTE ran out of memory at 10M records (several hash tables
+    that cannot spill, at once)."""
     days = ", d.days" if by_day else ""
-    join = f" LEFT JOIN ({_DAYS}) d USING (source)" if by_day else ""
-    return f"""
-            CREATE TABLE src AS WITH agg AS (
-                -- Unordered lists (ordered aggregates cost 5x): the score uses their
-                -- sum, max, median and spread, none of which depends on the order.
-                SELECT source, list(p) AS counts, max(p) AS peak_window,
-                    sum(p)::BIGINT AS attempts, min(f) AS first,
-                    max(l) AS last, max(rate) AS peak_rate,
-                    list(iv) FILTER (WHERE iv IS NOT NULL) AS intervals,
-                    CASE WHEN count(iv) = 0 THEN list(f) END AS firsts,
-                    list_sort(list_distinct(flatten(list(routers)))) AS routers
-                FROM w GROUP BY source),
-            meta AS (
-                SELECT source, min(family) AS family, list_sort(list_distinct(list(plan))) AS plans,
-                    list_sort(list_distinct(list(action))) AS actions, max(dd) AS maxd
-                FROM u GROUP BY source),
-            s1 AS (
-                -- botscore.sample_order as one BIGINT (a struct key costs 3x the CPU)
-                SELECT source, dst, min(fs * {SAMPLE_INDEX_CAP + 1} + least(i, {SAMPLE_INDEX_CAP}))
-                    AS k
-                FROM (SELECT source, fs, unnest(sample) AS dst,
-                             generate_subscripts(sample, 1) - 1 AS i FROM u)
-                GROUP BY source, dst),
-            samp AS (
-                SELECT source, count(*) AS n,
-                    arg_min({{'k': k, 'd': dst}}, {{'k': k, 'd': dst}}, {SAMPLE_LIMIT}) AS s
-                FROM s1 GROUP BY source)
-            SELECT a.source, m.family, m.plans, m.actions, a.routers, m.maxd,
-                coalesce(s.n, 0) AS n, coalesce(s.s, []) AS s, a.first, a.last, a.counts,
-                a.peak_rate, a.intervals, a.firsts, a.peak_window, a.attempts{days}
-            FROM agg a JOIN meta m USING (source) LEFT JOIN samp s USING (source){join}
-        """
+    join = " LEFT JOIN days d USING (source)" if by_day else ""
+    return [
+        # Unordered lists (ordered aggregates cost 5x): the score uses their sum, max,
+        # median and spread, none of which depends on the order.
+        """CREATE TABLE agg AS SELECT source, list(p) AS counts, max(p) AS peak_window,
+            sum(p)::BIGINT AS attempts, min(f) AS first, max(l) AS last,
+            max(rate) AS peak_rate, list(iv) FILTER (WHERE iv IS NOT NULL) AS intervals,
+            CASE WHEN count(iv) = 0 THEN list(f) END AS firsts,
+            list_sort(list_distinct(flatten(list(routers)))) AS routers
+        FROM w GROUP BY source""",
+        """CREATE TABLE meta AS SELECT source, min(family) AS family,
+            list_sort(list_distinct(list(plan))) AS plans,
+            list_sort(list_distinct(list(action))) AS actions, max(dd) AS maxd
+        FROM u GROUP BY source""",
+        *([f"CREATE TABLE days AS {_DAYS}"] if by_day else []),
+        # botscore.sample_order as one BIGINT (a struct key costs 3x the CPU)
+        f"""CREATE TABLE s1 AS SELECT source, dst,
+            min(fs * {SAMPLE_INDEX_CAP + 1} + least(i, {SAMPLE_INDEX_CAP})) AS k
+        FROM (SELECT source, fs, unnest(sample) AS dst, generate_subscripts(sample, 1) - 1 AS i
+              FROM u)
+        GROUP BY source, dst""",
+        "DROP TABLE u",
+        f"""CREATE TABLE samp AS SELECT source, count(*) AS n,
+            arg_min({{'k': k, 'd': dst}}, {{'k': k, 'd': dst}}, {SAMPLE_LIMIT}) AS s
+        FROM s1 GROUP BY source""",
+        "DROP TABLE s1",
+        f"""CREATE TABLE src AS SELECT a.source, m.family, m.plans, m.actions, a.routers, m.maxd,
+            coalesce(s.n, 0) AS n, coalesce(s.s, []) AS s, a.first, a.last, a.counts,
+            a.peak_rate, a.intervals, a.firsts, a.peak_window, a.attempts{days}
+        FROM agg a JOIN meta m USING (source) LEFT JOIN samp s USING (source){join}""",
+        "DROP TABLE agg",
+        "DROP TABLE meta",
+        "DROP TABLE samp",
+        *(["DROP TABLE days"] if by_day else []),
+    ]
 
 
 # Per source and UTC day, what decides whether it was bot-like that day.
