@@ -135,7 +135,10 @@ class DuckRun:
         threads = max(1, len(os.sched_getaffinity(0)))
         for setting in (f"memory_limit='{MEMORY_LIMIT}'", f"threads={threads}",
                         f"temp_directory={_q(self._tmp.name)}", "TimeZone='UTC'",
-                        "preserve_insertion_order=false"):  # fmt: skip
+                        "preserve_insertion_order=false",
+                        # Progress is tracked for query_progress(), never printed by
+                        # DuckDB itself: its bar would land in the report's output.
+                        "enable_progress_bar=true", "enable_progress_bar_print=false"):  # fmt: skip
             self._con.execute(f"SET {setting}")
         self._totals = Totals(0, 0, 0)
 
