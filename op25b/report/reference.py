@@ -2,10 +2,11 @@
 
 Owns nothing new: this is the per-source merge of ``op25b report`` as first written
 (everything in memory, a record of the same router, source and window counted once).
-The equivalence test (tests/unit/test_report_equivalence.py) and bench/bench_report.py
-compare the current engines against it; remove it once they no longer need it. It
-reads with today's ``abuseread`` and scores with today's ``botscore``, so it differs
-from the engines only in how records are merged.
+The equivalence check (tests/unit/report_reference_check.py, run on every log the
+report tests build) and bench/bench_report.py compare the current engines against it;
+remove it once they no longer need it. It reads with today's ``abuseread`` and scores
+with today's ``botscore``, so it differs from the engines only in how records are
+merged (and, unlike them, drops the second part of a window a reload split: issue 15).
 """
 
 from __future__ import annotations
