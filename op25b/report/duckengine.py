@@ -2,10 +2,10 @@
 
 The only module that imports duckdb (an optional extra: ``pip install
 'op25b[report-fast]'``). DuckDB parses the JSON lines (gzip too) on every core, keeps
-what it read in a database file in a private temporary directory (removed at the
-end), and aggregates under a memory limit, spilling to that directory beyond it;
-Python only ranks the per-source rows it streams back and scores the shown ones
-(``op25b.report.botscore``). Measured in bench/README.md.
+what it read in memory up to a limit and spills the rest to a private temporary
+directory (removed at the end), and aggregates within the same limit; Python only scores the
+per-source rows it streams back (``op25b.report.botscore``). Measured in
+bench/README.md.
 
 Exactness: DuckDB accepts some input the documented reader refuses (``"5"`` as a
 count, a number as a name) and refuses some the reader recovers from (a truncated
@@ -129,10 +129,9 @@ class DuckRun:
         self._query = query
         self._progress = progress
         self._tmp = tempfile.TemporaryDirectory(prefix="op25b-report-")
-        # A database file in the private directory, not an in-memory one: its tables
-        # are evictable pages, so only the running statement competes for
-        # MEMORY_LIMIT (in memory, the tables ran out of it at 10M records).
-        self._con = duckdb.connect(os.path.join(self._tmp.name, "report.duckdb"))
+        # In memory up to MEMORY_LIMIT, then spilled to the private directory: a
+        # database file would also write (and fsync) what fits in memory.
+        self._con = duckdb.connect()
         threads = max(1, len(os.sched_getaffinity(0)))
         for setting in (f"memory_limit='{MEMORY_LIMIT}'", f"threads={threads}",
                         f"temp_directory={_q(self._tmp.name)}", "TimeZone='UTC'",
