@@ -291,9 +291,6 @@ class DuckRun:
         """Every source's ranking facts, streamed (scalars only: cheap to fetch)."""
         self._merge()
         by_day = self._query.by_day
-        # One thread while summing up: each thread's list and arg_min states for the
-        # same sources are held at once and cannot spill (out of memory at 10M records).
-        self._con.execute("SET threads=1")
         for statement in _sources_sql(by_day):
             self._sql(statement, "summing up")
         days = ", days" if by_day else ""
