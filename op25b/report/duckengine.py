@@ -41,8 +41,8 @@ from op25b.report.botscore import (
 from op25b.report.query import ProgressSink, Query, Totals
 from op25b.util.timefmt import format_ms
 
-# DuckDB's own limit; its process stays well under 1 GB RSS with it at 10M records.
-MEMORY_LIMIT = "640MB"
+# DuckDB's own limit (RSS ~580 MB at 1M records; at 10M it is not enough: bench/README.md).
+MEMORY_LIMIT = "512MB"
 FETCH_ROWS = 10_000
 POLL_S = 0.25
 
@@ -355,9 +355,9 @@ class DuckRun:
 
 def _sources_sql(by_day: bool) -> list[str]:
     """Statements building table src (one row per source, what ``SourceStats`` needs)
-    from tables u and w. One table per step, each dropped once used: one statement
-    with every step as a CTE ran out of memory at 10M records (several hash tables
-    that cannot spill, at once)."""
+    from tables u and w. One table per step, each dropped once used, to hold fewer
+    hash tables at once. At 10M records this step still runs out of DuckDB's memory
+    limit (list and arg_min states do not spill): bench/README.md."""
     days = ", d.days" if by_day else ""
     join = " LEFT JOIN days d USING (source)" if by_day else ""
     return [
