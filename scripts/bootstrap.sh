@@ -31,11 +31,11 @@ if [ ! -x .venv/bin/python ]; then
     echo "bootstrap: creating .venv"
     "$PY" -m venv .venv
 fi
-if ! .venv/bin/python -c "import op25b, netfilterqueue, prometheus_client, pyroute2, scapy, yaml, pytest, matplotlib" 2>/dev/null \
+if ! .venv/bin/python -c "import op25b, netfilterqueue, prometheus_client, pyroute2, scapy, yaml, pytest, matplotlib, duckdb" 2>/dev/null \
    || [ pyproject.toml -nt .venv/.op25b-installed ]; then
     echo "bootstrap: installing op25b and its dependencies into .venv"
     .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-    .venv/bin/python -m pip install -q -e ".[daemon,lab,replay,report,test]"
+    .venv/bin/python -m pip install -q -e ".[daemon,lab,replay,report,report-fast,test]"
     touch .venv/.op25b-installed
 fi
 echo "bootstrap: ready"

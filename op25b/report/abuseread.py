@@ -87,6 +87,7 @@ class Record:
     family: int
     plan: str
     action: str
+    rule: str | None
     window_start: int
     window_end: int
     first_seen: int
@@ -149,6 +150,9 @@ def record_from_json(obj: object) -> Record | None:
     action = _str(obj, "action")
     if action not in ACTIONS:
         raise ValueError(f"action: expected drop, reject or monitor, got {action!r}")
+    rule = obj.get("rule")
+    if rule is not None and not isinstance(rule, str):
+        raise ValueError(f"rule: expected a string or null, got {rule!r}")
     sample = obj.get("destinations_sample")
     if not isinstance(sample, list) or not all(isinstance(d, str) for d in sample):
         raise ValueError("destinations_sample: expected a list of strings")
@@ -158,6 +162,7 @@ def record_from_json(obj: object) -> Record | None:
         family=family,
         plan=_str(obj, "plan"),
         action=action,
+        rule=rule,
         window_start=_time(obj, "window_start"),
         window_end=_time(obj, "window_end"),
         first_seen=_time(obj, "first_seen"),
@@ -199,13 +204,34 @@ def open_log(path: str) -> io.BufferedIOBase:
     except OSError as e:
         raw.close()
         raise ReportError(f"{path}: cannot read: {e.strerror or e}") from None
-    if head.startswith(_GZIP_MAGIC):
+    kind = _kind(head)
+    if kind == "gzip":
         return gzip.GzipFile(fileobj=raw, mode="rb")
-    if head.startswith(_BZ2_MAGIC):
+    if kind == "bzip2":
         return bz2.BZ2File(raw, mode="rb")
-    if head.startswith(_XZ_MAGIC):
+    if kind == "xz":
         return lzma.LZMAFile(raw, mode="rb")
     return raw
+
+
+def _kind(head: bytes) -> str:
+    if head.startswith(_GZIP_MAGIC):
+        return "gzip"
+    if head.startswith(_BZ2_MAGIC):
+        return "bzip2"
+    if head.startswith(_XZ_MAGIC):
+        return "xz"
+    return "none"
+
+
+def compression_of(path: str) -> str:
+    """``gzip``, ``bzip2``, ``xz`` or ``none``, by magic bytes; ReportError if unreadable."""
+    open_log(path).close()  # the same clear errors as reading it would give
+    try:
+        with open(path, "rb") as f:
+            return _kind(f.read(6))
+    except OSError as e:
+        raise ReportError(f"{path}: cannot read: {e.strerror or e}") from None
 
 
 def _decode(line: bytes) -> object:

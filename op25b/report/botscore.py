@@ -1,15 +1,18 @@
-"""Per-source aggregation and the bot score: records in, one scored summary per source.
+"""The bot score: one source's merged state in, one scored summary out.
 
-Owns merging ``blocked_source`` records from any number of files and routers (a
-duplicate counts once, --since/--until keep whole windows) into one ``SourceReport``
-per source, the bot score and the reason an abuse desk reads, and the JSON shape of a
-summary. Reading files is ``op25b.report.abuseread``; printing is ``op25b.report.desk``.
+Owns what an engine hands over (``SourceStats``, ``DayStat``), turning it into a
+``SourceReport`` (``summarise``), the bot score and the reason an abuse desk reads,
+the days a source was bot-like, the ranking, and the JSON shape of a summary. Merging
+records into that state is an engine's job (``op25b.report.pyengine``, or
+``op25b.report.duckengine`` when DuckDB is installed); reading files is
+``op25b.report.abuseread``; printing is ``op25b.report.desk``.
 
 Definitions (also what the JSON keys mean):
 
-- attempts: sum of ``packets`` over the source's records. Records of the same router,
-  source and window are duplicates (a file passed twice, copytruncate overlap) and
-  count once; the same window seen on *different* routers adds up.
+- attempts: sum of ``packets`` over the source's records. A record read twice (a file
+  passed twice, copytruncate overlap: every field equal) counts once; records of the
+  same window that differ (the same window seen on *different* routers, or the two
+  parts of a window a policy reload split on one router) add up.
 - distinct_destinations: a lower bound. Every record's ``distinct_destinations`` is a
   true count for one router and window, and the union of all ``destinations_sample``
   lists is a true count too (but samples hold at most 16). The report shows the larger
@@ -17,6 +20,8 @@ Definitions (also what the JSON keys mean):
 - window rate: attempts in one window / the active part of it (last_seen - first_seen,
   at least 1 s). The log has no finer timing, so a "burst" is the busiest window's
   mean rate while it was active.
+- bot_days (with --by-day): the UTC days on which the source's windows of that day
+  alone score as bot-like.
 - retry interval: median over windows of (last_seen - first_seen) / (attempts - 1); if
   no window has two attempts, the median gap between the starts of active windows.
 
@@ -36,10 +41,12 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from op25b.report.abuseread import Record
 from op25b.util.timefmt import format_ms
 
 SAMPLE_LIMIT = 16  # the producer's sample size; reused for the report's own sample
+# Sample positions beyond this compare equal (the producer writes 16); it keeps the
+# DuckDB engine's first-seen key one BIGINT (epoch ms * 4096 + position).
+SAMPLE_INDEX_CAP = 4095
 
 # Score constants; public so tests and docs can refer to them.
 DEST_WEIGHT, DEST_SATURATION = 50.0, 64
@@ -94,32 +101,6 @@ def _rate_words(rate: float) -> str:
 # -------------------------------------------------------------------- aggregation
 
 
-class _WindowAcc:
-    """Mutable while merging (records of one window arrive from several files)."""
-
-    __slots__ = ("first", "last", "packets", "routers")
-
-    def __init__(self) -> None:
-        self.packets = 0
-        self.first = 0
-        self.last = 0
-        self.routers: list[str] = []
-
-
-class _SourceAcc:
-    __slots__ = ("actions", "family", "max_distinct", "plans", "samples", "windows")
-
-    def __init__(self, family: int) -> None:
-        self.family = family
-        self.plans: set[str] = set()
-        self.actions: set[str] = set()
-        self.max_distinct = 0
-        # destination -> (first_seen of the record naming it, index in its sample):
-        # a first-seen order that does not depend on the order files are given in.
-        self.samples: dict[str, tuple[int, int]] = {}
-        self.windows: dict[tuple[int, int], _WindowAcc] = {}
-
-
 @dataclass(frozen=True, slots=True)
 class WindowStat:
     """One source's merged activity in one aggregation window (all routers)."""
@@ -134,16 +115,12 @@ class WindowStat:
     @property
     def rate(self) -> float | None:
         """Attempts/s while active (span floored at 1 s); None below two attempts."""
-        if self.packets < 2:
-            return None
-        return self.packets / max((self.last_seen - self.first_seen) / 1000, 1.0)
+        return window_rate(self.packets, self.first_seen, self.last_seen)
 
     @property
     def interval_s(self) -> float | None:
         """Mean time between attempts in this window; None if it cannot be told."""
-        if self.packets < 2 or self.last_seen <= self.first_seen:
-            return None
-        return (self.last_seen - self.first_seen) / 1000 / (self.packets - 1)
+        return window_interval(self.packets, self.first_seen, self.last_seen)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,15 +149,18 @@ class SourceReport:
     destinations_sample: tuple[str, ...]
     first_seen: int
     last_seen: int
-    windows: tuple[WindowStat, ...]
+    windows_active: int
     peak_window_attempts: int
     peak_rate: float | None
     retry_interval_s: float | None
     score: Score
+    # The UTC days (YYYY-MM-DD) the source was bot-like on its own; None when the
+    # report was not asked for days (--by-day, --min-days), which costs a pass more.
+    bot_days: tuple[str, ...] | None = None
 
     def as_dict(self) -> dict[str, object]:
-        """The stable JSON shape (keys in ``JSON_KEYS`` order)."""
-        return {
+        """The stable JSON shape (keys in ``JSON_KEYS`` order, then ``bot_days`` if known)."""
+        d: dict[str, object] = {
             "source": self.source,
             "family": self.family,
             "plan": ",".join(self.plans),
@@ -192,7 +172,7 @@ class SourceReport:
             "destinations_sample": list(self.destinations_sample),
             "first_seen": format_ms(self.first_seen),
             "last_seen": format_ms(self.last_seen),
-            "windows_active": len(self.windows),
+            "windows_active": self.windows_active,
             "peak_window_attempts": self.peak_window_attempts,
             "peak_rate": None if self.peak_rate is None else round(self.peak_rate, 2),
             "retry_interval_s": (
@@ -201,104 +181,151 @@ class SourceReport:
             "routers": list(self.routers),
             "action": ",".join(self.actions),
         }
+        if self.bot_days is not None:
+            d["bot_days"] = list(self.bot_days)
+        return d
 
 
-class Aggregator:
-    """Merges records from any number of files, in any order, into per-source state."""
-
-    def __init__(self, since: int | None = None, until: int | None = None) -> None:
-        self._since = since
-        self._until = until
-        self._sources: dict[str, _SourceAcc] = {}
-        self.records = 0
-        self.duplicates = 0
-        self.filtered_out = 0
-
-    def add(self, rec: Record) -> None:
-        """Count one record (unless filtered out or a duplicate)."""
-        # Whole windows are kept when their activity overlaps [since, until): the log
-        # cannot split a window, and dropping a window that straddles the edge would
-        # hide its attempts from both sides.
-        if (self._since is not None and rec.last_seen < self._since) or (
-            self._until is not None and rec.first_seen >= self._until
-        ):
-            self.filtered_out += 1
-            return
-        acc = self._sources.get(rec.source)
-        if acc is None:
-            acc = self._sources[rec.source] = _SourceAcc(rec.family)
-        key = (rec.window_start, rec.window_end)
-        win = acc.windows.get(key)
-        if win is None:
-            win = acc.windows[key] = _WindowAcc()
-            win.first, win.last = rec.first_seen, rec.last_seen
-        elif rec.router in win.routers:
-            self.duplicates += 1
-            return
-        self.records += 1
-        win.routers.append(rec.router)
-        win.packets += rec.packets
-        win.first = min(win.first, rec.first_seen)
-        win.last = max(win.last, rec.last_seen)
-        acc.plans.add(rec.plan)
-        acc.actions.add(rec.action)
-        acc.max_distinct = max(acc.max_distinct, rec.distinct_destinations)
-        for i, dst in enumerate(rec.destinations_sample):
-            seen = acc.samples.get(dst)
-            if seen is None or (rec.first_seen, i) < seen:
-                acc.samples[dst] = (rec.first_seen, i)
-
-    def sources(self) -> list[SourceReport]:
-        """Per-source summaries, sorted by score, then attempts, then source."""
-        out = [_summarise(src, acc) for src, acc in self._sources.items()]
-        out.sort(key=lambda s: (-s.score.value, -s.attempts, s.source))
-        return out
+DAY_MS = 86_400_000
 
 
-def _summarise(source: str, acc: _SourceAcc) -> SourceReport:
-    windows = tuple(
-        WindowStat(k[0], k[1], w.packets, w.first, w.last, tuple(sorted(w.routers)))
-        for k, w in sorted(acc.windows.items())
+@dataclass(frozen=True, slots=True)
+class DayStat:
+    """What decides whether a source was bot-like on one UTC day (day = epoch days).
+
+    The bot verdict needs only the score, and the score only these three: the
+    retry interval and the spread of windows matter for the other verdicts.
+    """
+
+    day: int
+    distinct: int
+    peak_rate: float | None
+    peak_window_attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class SourceStats:
+    """One source's merged state, as an engine hands it over to be scored.
+
+    Both engines (``pyengine``, ``duckengine``) produce exactly this, so the summary
+    and score below are computed by one piece of code whichever engine ran.
+    Lists are per merged window (all routers, all parts of a window split by a
+    reload), in window order.
+    """
+
+    source: str
+    family: int
+    plans: tuple[str, ...]
+    actions: tuple[str, ...]
+    routers: tuple[str, ...]
+    max_distinct: int  # the largest per-record distinct_destinations
+    sample_union: int  # distinct destinations over every record's sample
+    sample: tuple[str, ...]  # first SAMPLE_LIMIT of them, in first-seen order
+    first_seen: int
+    last_seen: int
+    window_counts: tuple[int, ...]
+    peak_rate: float | None
+    intervals: tuple[float, ...]  # each window's interval_s, where it has one
+    window_firsts: tuple[int, ...]  # sorted first_seen per window; only if no intervals
+    days: tuple[DayStat, ...] | None = None
+
+
+def sample_order(first_seen: int, index: int, destination: str) -> tuple[int, int, str]:
+    """Where a destination goes in a source's sample: first seen first; ties (two
+    routers, same time and position) by address, so no engine depends on file order."""
+    return (first_seen, min(index, SAMPLE_INDEX_CAP), destination)
+
+
+def window_rate(packets: int, first_seen: int, last_seen: int) -> float | None:
+    """Attempts/s while active (span floored at 1 s); None below two attempts."""
+    if packets < 2:
+        return None
+    return packets / max((last_seen - first_seen) / 1000, 1.0)
+
+
+def window_interval(packets: int, first_seen: int, last_seen: int) -> float | None:
+    """Mean time between attempts in one window; None if it cannot be told."""
+    if packets < 2 or last_seen <= first_seen:
+        return None
+    return (last_seen - first_seen) / 1000 / (packets - 1)
+
+
+def day_words(day: int) -> str:
+    """Epoch day number -> ``YYYY-MM-DD`` (UTC)."""
+    return format_ms(day * DAY_MS)[:10]
+
+
+def bot_days(days: Sequence[DayStat]) -> tuple[str, ...]:
+    """The days (in order) on which the source alone scored as bot-like (the verdict
+    ``score_source`` gives at or above BOT_THRESHOLD, whatever else it is told)."""
+    return tuple(
+        day_words(d.day)
+        for d in sorted(days, key=lambda d: d.day)
+        if score_value(d.distinct, d.peak_rate, d.peak_window_attempts) >= BOT_THRESHOLD
     )
-    ordered = sorted(acc.samples, key=lambda d: acc.samples[d])
-    distinct = max(acc.max_distinct, len(ordered))
-    rates = [r for r in (w.rate for w in windows) if r is not None]
-    peak_rate = max(rates) if rates else None
-    intervals = [i for i in (w.interval_s for w in windows) if i is not None]
-    if intervals:
-        interval: float | None = statistics.median(intervals)
-    elif len(windows) >= 2:
-        starts = sorted(w.first_seen for w in windows)
-        interval = statistics.median((b - a) / 1000 for a, b in itertools.pairwise(starts))
+
+
+@dataclass(frozen=True, slots=True)
+class Brief:
+    """What ranks a source and adds to the totals, without its lists (cheap for all)."""
+
+    source: str
+    distinct: int
+    peak_rate: float | None
+    peak_window_attempts: int
+    attempts: int
+    first_seen: int
+    last_seen: int
+    days: tuple[DayStat, ...] | None = None
+
+    def rank(self) -> tuple[int, int, str]:
+        """``rank_key`` of the summary this source will get."""
+        score = score_value(self.distinct, self.peak_rate, self.peak_window_attempts)
+        return (-score, -self.attempts, self.source)
+
+
+def summarise(st: SourceStats) -> SourceReport:
+    """Score one source's merged state and say why."""
+    distinct = max(st.max_distinct, st.sample_union)
+    if st.intervals:
+        interval: float | None = statistics.median(st.intervals)
+    elif len(st.window_firsts) >= 2:
+        gaps = ((b - a) / 1000 for a, b in itertools.pairwise(st.window_firsts))
+        interval = statistics.median(gaps)
     else:
         interval = None
-    counts = [w.packets for w in windows]
+    counts = st.window_counts
     peak_window = max(counts) if counts else 0
     score = score_source(
         distinct=distinct,
-        peak_rate=peak_rate,
+        peak_rate=st.peak_rate,
         peak_window_attempts=peak_window,
         window_counts=counts,
         retry_interval_s=interval,
     )
-    routers = sorted({r for w in windows for r in w.routers})
     return SourceReport(
-        source=source,
-        family=acc.family,
-        plans=tuple(sorted(acc.plans)),
-        actions=tuple(sorted(acc.actions)),
-        routers=tuple(routers),
+        source=st.source,
+        family=st.family,
+        plans=st.plans,
+        actions=st.actions,
+        routers=st.routers,
         attempts=sum(counts),
         distinct_destinations=distinct,
-        destinations_sample=tuple(ordered[:SAMPLE_LIMIT]),
-        first_seen=min(w.first_seen for w in windows),
-        last_seen=max(w.last_seen for w in windows),
-        windows=windows,
+        destinations_sample=st.sample[:SAMPLE_LIMIT],
+        first_seen=st.first_seen,
+        last_seen=st.last_seen,
+        windows_active=len(counts),
         peak_window_attempts=peak_window,
-        peak_rate=peak_rate,
+        peak_rate=st.peak_rate,
         retry_interval_s=interval,
         score=score,
+        bot_days=None if st.days is None else bot_days(st.days),
     )
+
+
+def rank_key(s: SourceReport) -> tuple[int, int, str]:
+    """The report's order: score, then attempts (both highest first), then source."""
+    return (-s.score.value, -s.attempts, s.source)
 
 
 # ------------------------------------------------------------------------ scoring
@@ -309,6 +336,21 @@ def _log_part(value: float, low: float, high: float, weight: float) -> float:
     if value <= low:
         return 0.0
     return weight * min(1.0, math.log(value / low) / math.log(high / low))
+
+
+def _parts(distinct: int, rate: float, peak_window_attempts: int) -> tuple[float, float, float]:
+    return (
+        _log_part(distinct, 1, DEST_SATURATION, DEST_WEIGHT),
+        _log_part(rate, BURST_MIN_RATE, BURST_SAT_RATE, BURST_WEIGHT),
+        _log_part(peak_window_attempts, VOLUME_MIN, VOLUME_SAT, VOLUME_WEIGHT),
+    )
+
+
+def score_value(distinct: int, peak_rate: float | None, peak_window_attempts: int) -> int:
+    """The score alone (what ``score_source`` computes first): it needs no lists, so
+    every source can be ranked before any is summarised."""
+    a, b, c = _parts(distinct, peak_rate or 0.0, peak_window_attempts)
+    return max(0, min(100, round(a + b + c)))
 
 
 def score_source(
@@ -328,9 +370,7 @@ def score_source(
     provider's). Rate and volume separate a flooding bot from a patient client.
     """
     rate = peak_rate or 0.0
-    dest_part = _log_part(distinct, 1, DEST_SATURATION, DEST_WEIGHT)
-    burst_part = _log_part(rate, BURST_MIN_RATE, BURST_SAT_RATE, BURST_WEIGHT)
-    volume_part = _log_part(peak_window_attempts, VOLUME_MIN, VOLUME_SAT, VOLUME_WEIGHT)
+    dest_part, burst_part, volume_part = _parts(distinct, rate, peak_window_attempts)
     value = max(0, min(100, round(dest_part + burst_part + volume_part)))
     n_windows = len(window_counts)
     dests = plural(distinct, "destination")

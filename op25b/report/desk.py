@@ -1,22 +1,21 @@
 """``op25b report``: abuse logs in, what an abuse desk acts on out.
 
-This module owns the command: its arguments, putting reading and scoring together
-(``build_report``), and the table / JSON / CSV outputs and the chart's data. Reading
-the abuse log is ``op25b.report.abuseread``; per-source summaries, the bot score and what
-the JSON keys mean are ``op25b.report.botscore``. Drawing the chart lives in
-``op25b.report.chart`` (the only matplotlib user), imported only for --chart.
+This module owns the command: its arguments, putting an engine, the scoring and the
+ranking together (``build_report``) in memory bounded by --top (only the best N
+summaries are kept while the rest stream past). Reading is ``op25b.report.abuseread``;
+merging is an engine (``op25b.report.query`` picks DuckDB's when installed, else the
+pure-Python one); per-source summaries, the bot score and what the JSON keys mean are
+``op25b.report.botscore``; the table / JSON / CSV and the chart's data are
+``op25b.report.render``; drawing the chart is ``op25b.report.chart`` (the only
+matplotlib user), imported only for --chart.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import json
-import math
-import statistics
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+import heapq
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
 from typing import TextIO
 
 from op25b.report.abuseread import (
@@ -25,20 +24,33 @@ from op25b.report.abuseread import (
     ReportError,
     parse_time_arg,
     parse_timestamp,
-    read_logs,
 )
 from op25b.report.botscore import (
     BOT_THRESHOLD,
     JSON_KEYS,
-    Aggregator,
+    Brief,
     SourceReport,
-    plural,
+    bot_days,
+    rank_key,
     score_source,
+    summarise,
+)
+from op25b.report.progress import Progress
+from op25b.report.query import ENGINES, ProgressSink, Query, Run, pick_engine
+from op25b.report.render import (
+    MAX_CHART_LINES,
+    ChartData,
+    Report,
+    chart_data,
+    write_csv,
+    write_json,
+    write_table,
 )
 from op25b.util.timefmt import format_ms
 
-# Some names are re-exported from ``abuseread`` and ``botscore``: ``op25b.report.desk``
-# stays the one place the CLI, the demo and the tests reach the report through.
+# Some names are re-exported from ``abuseread``, ``botscore`` and ``render``:
+# ``op25b.report.desk`` stays the one place the CLI, the demo and the tests reach the
+# report through.
 __all__ = [
     "BOT_THRESHOLD",
     "JSON_KEYS",
@@ -62,68 +74,31 @@ __all__ = [
 ]
 
 PROG = "op25b report"
-
 DEFAULT_TOP = 20
-DEFAULT_WINDOW_MS = 300_000  # the producer's default window, used if none is known
-MAX_CHART_BUCKETS = 2000
-MAX_CHART_LINES = 10  # more lines than this are unreadable in a ticket attachment
-
-# --------------------------------------------------------------------- time words
 
 
-def _short_time(ms: int) -> str:
-    dt = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
-    return dt.strftime("%Y-%m-%d %H:%M:%SZ")
+class _Quiet:
+    def update(self, text: str) -> None:
+        pass
 
 
-def _duration(ms: int) -> str:
-    s = max(0, ms // 1000)
-    d, s = divmod(s, 86_400)
-    h, s = divmod(s, 3600)
-    m, s = divmod(s, 60)
-    if d:
-        return f"{d}d{h}h"
-    if h:
-        return f"{h}h{m:02d}m"
-    if m:
-        return f"{m}m{s:02d}s"
-    return f"{s}s"
+def open_run(
+    paths: Sequence[str],
+    on_problem: Callable[[Problem], None],
+    query: Query,
+    *,
+    engine: str = "auto",
+    progress: ProgressSink | None = None,
+) -> Run:
+    """Read every file with the chosen engine; ReportError if a file is unusable."""
+    sink = progress or _Quiet()
+    if pick_engine(engine) == "duckdb":
+        from op25b.report.duckengine import run_duckdb
 
+        return run_duckdb(paths, on_problem, query, sink)
+    from op25b.report.pyengine import run_python
 
-def _bucket_words(ms: int) -> str:
-    s = ms // 1000
-    if s % 3600 == 0:
-        return f"{s // 3600}-h"
-    if s % 60 == 0:
-        return f"{s // 60}-min"
-    return f"{s}-s"
-
-
-# ------------------------------------------------------------------------- report
-
-
-@dataclass(frozen=True, slots=True)
-class Report:
-    """All sources, best-first, plus what was read to get them."""
-
-    sources: tuple[SourceReport, ...]
-    files: tuple[str, ...]
-    records: int
-    duplicates: int
-    filtered_out: int
-    problems: int
-
-    @property
-    def attempts(self) -> int:
-        """Total blocked attempts over all sources."""
-        return sum(s.attempts for s in self.sources)
-
-    @property
-    def span(self) -> tuple[int, int] | None:
-        """(first_seen, last_seen) over all sources, or None without any."""
-        if not self.sources:
-            return None
-        return (min(s.first_seen for s in self.sources), max(s.last_seen for s in self.sources))
+    return run_python(paths, on_problem, query, sink)
 
 
 def build_report(
@@ -132,9 +107,21 @@ def build_report(
     *,
     since: int | None = None,
     until: int | None = None,
+    routers: Sequence[str] = (),
+    plans: Sequence[str] = (),
+    by_day: bool = False,
+    min_days: int = 0,
+    top: int = 0,
+    chart: bool = False,
+    engine: str = "auto",
+    progress: ProgressSink | None = None,
 ) -> Report:
-    """Read, merge and score; ReportError (nothing printed yet) if a file is unusable."""
-    agg = Aggregator(since, until)
+    """Read, merge, score and rank; ReportError (nothing printed yet) if a file is unusable.
+
+    ``top`` = 0 keeps every source; otherwise only the best ``top`` summaries are held.
+    ``min_days`` > 0 keeps only sources bot-like on at least that many UTC days.
+    """
+    query = Query(since, until, frozenset(routers), frozenset(plans), by_day or min_days > 0)
     problems = 0
 
     def count_problem(p: Problem) -> None:
@@ -142,147 +129,45 @@ def build_report(
         problems += 1
         on_problem(p)
 
-    read_logs(paths, agg.add, count_problem)
+    run = open_run(paths, count_problem, query, engine=engine, progress=progress)
+    try:
+        count = attempts = 0
+        first: int | None = None
+        last: int | None = None
+
+        def briefs() -> Iterator[Brief]:
+            nonlocal count, attempts, first, last
+            for b in run.briefs():
+                if min_days and len(bot_days(b.days or ())) < min_days:
+                    continue
+                count += 1
+                attempts += b.attempts
+                first = b.first_seen if first is None else min(first, b.first_seen)
+                last = b.last_seen if last is None else max(last, b.last_seen)
+                yield b
+
+        # Rank on the score alone, then summarise only the sources shown: most of a
+        # fleet's sources never make the top and need no lists fetched or words written.
+        best = heapq.nsmallest(top, briefs(), key=Brief.rank) if top else list(briefs())
+        ranked = sorted((summarise(st) for st in run.stats([b.source for b in best])),
+                        key=rank_key)  # fmt: skip
+        windows = run.windows([s.source for s in ranked[:MAX_CHART_LINES]]) if chart else None
+        totals = run.totals
+    finally:
+        run.close()
     return Report(
-        sources=tuple(agg.sources()),
+        sources=tuple(ranked),
+        source_count=count,
+        attempts=attempts,
+        span=None if first is None or last is None else (first, last),
         files=tuple(paths),
-        records=agg.records,
-        duplicates=agg.duplicates,
-        filtered_out=agg.filtered_out,
+        records=totals.records,
+        duplicates=totals.duplicates,
+        filtered_out=totals.filtered_out,
         problems=problems,
+        by_day=query.by_day,
+        windows=windows,
     )
-
-
-def _csv_value(v: object) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, list):
-        return " ".join(str(x) for x in v)
-    return str(v)
-
-
-def write_json(sources: Sequence[SourceReport], out: TextIO) -> None:
-    """A JSON list of objects with ``JSON_KEYS``."""
-    json.dump([s.as_dict() for s in sources], out, indent=2, ensure_ascii=False)
-    out.write("\n")
-
-
-def write_csv(sources: Sequence[SourceReport], out: TextIO) -> None:
-    """CSV with a header row; list columns are space-separated."""
-    w = csv.writer(out, lineterminator="\n")
-    w.writerow(JSON_KEYS)
-    for s in sources:
-        d = s.as_dict()
-        w.writerow([_csv_value(d[k]) for k in JSON_KEYS])
-
-
-def write_table(report: Report, shown: Sequence[SourceReport], out: TextIO) -> None:
-    """The human-readable table: totals header, one row per source, reason below."""
-    span = report.span
-    when = (
-        f"{_short_time(span[0])} to {_short_time(span[1])} ({_duration(span[1] - span[0])})"
-        if span
-        else "no activity"
-    )
-    out.write(
-        f"{plural(len(report.sources), 'source')}, {plural(report.attempts, 'blocked attempt')}, "
-        f"{when}, {plural(len(report.files), 'file')} read\n"
-    )
-    notes = []
-    if report.duplicates:
-        notes.append(f"{plural(report.duplicates, 'duplicate record')} ignored")
-    if report.filtered_out:
-        notes.append(f"{plural(report.filtered_out, 'record')} outside --since/--until")
-    if report.problems:
-        notes.append(f"{plural(report.problems, 'line')} skipped (see stderr)")
-    if notes:
-        out.write("; ".join(notes) + "\n")
-    if not shown:
-        return
-    if len(shown) < len(report.sources):
-        out.write(f"top {len(shown)} of {len(report.sources)} by bot score\n")
-    out.write("\n")
-    header = ("SCORE", "SOURCE", "PLAN", "ATTEMPTS", "DESTS", "WINDOWS",
-              "FIRST SEEN", "LAST SEEN", "ROUTERS", "ACTION")  # fmt: skip
-    rows = [
-        (
-            str(s.score.value),
-            s.source,
-            ",".join(s.plans),
-            str(s.attempts),
-            str(s.distinct_destinations),
-            str(len(s.windows)),
-            _short_time(s.first_seen),
-            _short_time(s.last_seen),
-            ",".join(s.routers),
-            ",".join(s.actions),
-        )
-        for s in shown
-    ]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    right = {0, 3, 4, 5}  # numbers align right
-
-    def fmt(cells: Sequence[str]) -> str:
-        parts = [
-            c.rjust(widths[i]) if i in right else c.ljust(widths[i]) for i, c in enumerate(cells)
-        ]
-        return "  ".join(parts).rstrip()
-
-    out.write(fmt(header) + "\n")
-    indent = " " * (widths[0] + 2)
-    for s, row in zip(shown, rows, strict=True):
-        out.write(fmt(row) + "\n")
-        out.write(f"{indent}{s.score.reason}\n")
-    out.write("\nDESTS is a lower bound (per-window counts and 16-address samples).\n")
-
-
-# ---------------------------------------------------------------------- chart data
-
-
-@dataclass(frozen=True, slots=True)
-class ChartData:
-    """Attempts per time bucket for the top sources, ready to draw."""
-
-    bucket_ms: int
-    starts: tuple[int, ...]
-    series: tuple[tuple[str, tuple[int, ...]], ...]
-    title: str
-
-
-def chart_data(sources: Sequence[SourceReport], limit: int = MAX_CHART_LINES) -> ChartData:
-    """Bucket each top source's windows onto one shared, regular time axis.
-
-    Windows with no record are zeros (the producer writes only sources that were
-    blocked), which a plot of the raw points would draw as a line across the gap.
-    """
-    top = list(sources[: max(0, min(limit, MAX_CHART_LINES))])
-    windows = [w for s in top for w in s.windows]
-    if not windows:
-        return ChartData(DEFAULT_WINDOW_MS, (), (), "op25b: no blocked attempts in range")
-    lengths = [w.end - w.start for w in windows if w.end > w.start]
-    # The producer's window length (mode, in case routers differ) is the natural bucket.
-    bucket = statistics.mode(lengths) if lengths else DEFAULT_WINDOW_MS
-    first_start = min(w.start for w in windows)
-    t1 = max(w.start for w in windows)
-    # Months of 5-minute windows would be tens of thousands of points: widen the
-    # bucket by a whole factor so each bucket still holds whole windows.
-    bucket *= max(1, math.ceil(((t1 - first_start) // bucket + 1) / MAX_CHART_BUCKETS))
-    t0 = first_start - first_start % bucket  # align to the clock, like the windows
-    n = (t1 - t0) // bucket + 1
-    starts = tuple(t0 + i * bucket for i in range(n))
-    series = []
-    for s in top:
-        counts = [0] * n
-        for w in s.windows:
-            counts[(w.start - t0) // bucket] += w.packets
-        series.append((f"{s.source}: {s.score.verdict}, score {s.score.value}", tuple(counts)))
-    first = min(s.first_seen for s in top)
-    last = max(s.last_seen for s in top)
-    title = (
-        f"op25b: blocked port-25 attempts per {_bucket_words(bucket)} window, top {len(top)} "
-        f"sources\n{_short_time(first)} to {_short_time(last)} ({_duration(last - first)})"
-    )
-    return ChartData(bucket, starts, tuple(series), title)
 
 
 # ---------------------------------------------------------------------------- CLI
@@ -313,6 +198,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--until", metavar="T", help="only windows active before T (same forms as --since)"
     )
+    parser.add_argument(
+        "--router", metavar="NAME", action="append", default=[],
+        help="only records of this router (the log's 'router', e.g. edge1 or edge1#q1); "
+        "repeat for several",
+    )  # fmt: skip
+    parser.add_argument(
+        "--plan", metavar="NAME", action="append", default=[],
+        help="only records of sources in this plan; repeat for several",
+    )  # fmt: skip
+    parser.add_argument(
+        "--by-day", action="store_true",
+        help="also list, per source, the UTC days on which it was bot-like on its own "
+        "(and chart attempts per day)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--min-days", metavar="N", type=_top, default=0,
+        help="only sources bot-like on at least N days (repeat offenders; implies --by-day)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--engine", choices=ENGINES, default="auto",
+        help="auto (default): DuckDB when installed (fast, bounded memory), else pure Python",
+    )  # fmt: skip
     parser.add_argument(
         "--top", metavar="N", type=_top, default=DEFAULT_TOP,
         help=f"show the N highest-scoring sources (default {DEFAULT_TOP}; 0 = all)",
@@ -353,25 +260,35 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO, *, now: datetime | N
         except chart.ChartUnavailable as e:
             return _fail(err, str(e))
 
+    progress = Progress.for_stream(err)
+
     def on_problem(p: Problem) -> None:
+        progress.finish()
         err.write(f"{p}\n")
 
     try:
-        report = build_report(args.abuse_logs, on_problem, since=since, until=until)
+        report = build_report(
+            args.abuse_logs, on_problem, since=since, until=until, routers=args.router,
+            plans=args.plan, by_day=args.by_day, min_days=args.min_days, top=args.top,
+            chart=render is not None, engine=args.engine, progress=progress,
+        )  # fmt: skip
     except ReportError as e:
         return _fail(err, str(e))
+    finally:
+        progress.finish()
 
-    shown = report.sources if args.top == 0 else report.sources[: args.top]
+    shown = report.sources
     if args.json:
         write_json(shown, out)
     elif args.csv:
-        write_csv(shown, out)
+        write_csv(shown, out, by_day=report.by_day)
     else:
         write_table(report, shown, out)
 
     if render is not None:
+        data = chart_data(shown, report.windows or {}, per_day=report.by_day)
         try:
-            render(chart_data(shown), args.chart)
+            render(data, args.chart)
         except OSError as e:
             return _fail(err, f"--chart: cannot write {args.chart}: {e.strerror or e}")
     return 0

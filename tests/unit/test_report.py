@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from report_reference_check import assert_same_as_reference
 
 from op25b.report import desk as report
 
@@ -136,11 +137,20 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def run(*argv: str | Path) -> tuple[int, str, str]:
+def run_engine(engine: str, *argv: str | Path) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
-    args = parser().parse_args([str(a) for a in argv])
+    args = parser().parse_args([str(a) for a in argv] + ["--engine", engine])
     code = report.run(args, out, err, now=NOW)
     return code, out.getvalue(), err.getvalue()
+
+
+def run(*argv: str | Path) -> tuple[int, str, str]:
+    """Run the report with each engine: both must print exactly the same."""
+    result = run_engine("python", *argv)
+    assert run_engine("duckdb", *argv) == result
+    if result[0] == 0:
+        assert_same_as_reference(parser().parse_args([str(a) for a in argv]))
+    return result
 
 
 def run_json(*argv: str | Path) -> tuple[list[dict[str, Any]], str]:
@@ -483,8 +493,9 @@ def test_chart_is_a_png_of_the_configured_size(tmp_path: Path) -> None:
 def test_chart_data_buckets_windows_and_fills_gaps(tmp_path: Path) -> None:
     recs = client_records()
     log = write(tmp_path / "b.jsonl", [recs[0], recs[5], *bot_records()])
-    rep = report.build_report([str(log)], lambda p: None)
-    data = report.chart_data(rep.sources)
+    rep = report.build_report([str(log)], lambda p: None, chart=True)
+    assert rep.windows is not None
+    data = report.chart_data(rep.sources, rep.windows)
     assert data.bucket_ms == 300_000
     assert len(data.starts) == 8  # windows 0..7, gaps filled with zeros
     series = dict(data.series)

@@ -26,6 +26,7 @@ IMPORT_OWNERS: dict[str, str | None] = {
     "matplotlib": "report/chart.py",
     "numpy": "report/chart.py",
     "prometheus_client": "daemon/metrics.py",
+    "duckdb": "report/duckengine.py",
 }
 
 
