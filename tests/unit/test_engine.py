@@ -16,7 +16,7 @@ from op25b.dataplane.enforcer import Enforcer
 from op25b.dataplane.packet import MAX_EXTENSION_HEADERS, PacketError, parse
 from op25b.dataplane.verdicts import VERDICT_ACCEPT, VERDICT_DROP, VERDICT_REJECT
 from op25b.policy.compiled import CompiledPolicy
-from op25b.policy.decide import Reason, Verdict
+from op25b.policy.decide import Decision, Reason, Verdict
 from op25b.policy.model import Action
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -51,9 +51,7 @@ def v6(src: str, dst: str, dport: int = 25, flags: int = SYN, ext: int = 0) -> b
 
 
 def enforcer(action: Action = Action.DROP, on_error: int = VERDICT_ACCEPT) -> Enforcer:
-    e = Enforcer(make_compiled(action=action), Counters(), AbuseAggregator(), on_error)
-    e.set_clock(NOW)
-    return e
+    return Enforcer(make_compiled(action=action), Counters(), AbuseAggregator(), on_error, NOW)
 
 
 def snap(e: Enforcer) -> dict[str, object]:
@@ -210,8 +208,9 @@ def test_decide_raising_counts_undecidable_and_gets_on_error(
 
 def test_set_clock_drives_exemption_expiry() -> None:
     compiled = make_compiled(exemptions=[("100.64.7.7/32", datetime(2027, 2, 1, tzinfo=UTC))])
-    e = Enforcer(compiled, Counters(), AbuseAggregator(), VERDICT_DROP)
-    e.set_clock(datetime(2027, 1, 31, 23, 59, tzinfo=UTC))
+    start = datetime(2027, 1, 31, 23, 59, tzinfo=UTC)
+    e = Enforcer(compiled, Counters(), AbuseAggregator(), VERDICT_DROP, start)
+    e.set_clock(start)
     assert e.handle(v4("100.64.7.7", MX)) == VERDICT_ACCEPT
     e.set_clock(datetime(2027, 2, 1, tzinfo=UTC))
     assert e.wall == datetime(2027, 2, 1, tzinfo=UTC).timestamp()
@@ -222,13 +221,15 @@ def test_set_clock_drives_exemption_expiry() -> None:
 def test_source_memo_follows_exemption_expiry_and_reload() -> None:
     """Memoised per-source decisions must not outlive an exemption or a policy."""
     expires = datetime(2026, 1, 2, tzinfo=UTC)
+    start = datetime(2026, 1, 1, 23, 59, 59, tzinfo=UTC)
     e = Enforcer(
         make_compiled(exemptions=[("100.64.7.7/32", expires)]),
         Counters(),
         AbuseAggregator(),
         VERDICT_ACCEPT,
+        start,  # an injected clock: the memo's expiry path, whatever today's date is
     )
-    e.set_clock(datetime(2026, 1, 1, 23, 59, 59, tzinfo=UTC))
+    e.set_clock(start)
     assert e.handle(v4("100.64.7.7", MX)) == VERDICT_ACCEPT
     assert e.handle(v4("100.64.7.7", MX2)) == VERDICT_ACCEPT  # served from the memo
     e.set_clock(expires)  # the exemption ends at this instant
@@ -241,3 +242,79 @@ def test_source_memo_follows_exemption_expiry_and_reload() -> None:
     assert e.handle(v4(RES, MTA)) == VERDICT_ACCEPT
     reasons = e.counters.snapshot(0.0).reasons
     assert (reasons["exemption"], reasons["blocked"], reasons["provider_mta"]) == (3, 2, 1)
+
+
+def test_memo_resets_at_exemption_expiry_without_a_clock_step() -> None:
+    """The clock only moves forward here, so only the expiry instant can reset the memo."""
+    expires = datetime(2026, 1, 2, tzinfo=UTC)
+    start = datetime(2026, 1, 1, 23, 0, tzinfo=UTC)
+    compiled = make_compiled(exemptions=[("100.64.7.7/32", expires)])
+    e = Enforcer(compiled, Counters(), AbuseAggregator(), VERDICT_ACCEPT, start)
+    assert e.now == start and e.wall == start.timestamp()
+    assert e.handle(v4("100.64.7.7", MX)) == VERDICT_ACCEPT  # memoised as exemption
+    e.set_clock(datetime(2026, 1, 1, 23, 59, 59, tzinfo=UTC))
+    assert e.handle(v4("100.64.7.7", MX)) == VERDICT_ACCEPT
+    e.set_clock(expires)
+    assert e.handle(v4("100.64.7.7", MX)) == VERDICT_DROP
+
+
+def test_memo_resets_when_the_clock_steps_back_past_its_start() -> None:
+    """An NTP step back revives an exemption that had expired: the memo must not hide it."""
+    expires = datetime(2026, 3, 1, tzinfo=UTC)
+    start = datetime(2026, 6, 1, tzinfo=UTC)  # the exemption is already over at start
+    compiled = make_compiled(exemptions=[("100.64.7.7/32", expires)])
+    e = Enforcer(compiled, Counters(), AbuseAggregator(), VERDICT_ACCEPT, start)
+    assert e.handle(v4("100.64.7.7", MX)) == VERDICT_DROP  # memoised as blocked
+    e.set_clock(datetime(2026, 2, 1, tzinfo=UTC))  # stepped back before the expiry
+    assert e.handle(v4("100.64.7.7", MX)) == VERDICT_ACCEPT
+    assert snap(e)["reasons"] == {"blocked": 1, "exemption": 1}
+
+
+@pytest.mark.parametrize(
+    ("plans", "src4", "src6"),
+    [
+        ({"residential": ["0.0.0.0/32"]}, "0.0.0.0", "::"),
+        ({"residential": ["100.64.0.0/16"]}, "100.64.0.10", "::100.64.0.10"),
+    ],
+    ids=["0.0.0.0-vs-::", "a.b.c.d-vs-::a.b.c.d"],
+)
+@pytest.mark.parametrize("v4_first", [True, False], ids=["v4-first", "v6-first"])
+def test_memo_keeps_v4_and_v6_sources_with_equal_bits_apart(
+    plans: dict[str, list[str]], src4: str, src6: str, v4_first: bool
+) -> None:
+    """The v4 source is a subscriber, the v6 one with the same integer value is not."""
+    e = Enforcer(make_compiled(plans=plans), Counters(), AbuseAggregator(), VERDICT_ACCEPT, NOW)
+    order = [(v4(src4, MX), VERDICT_DROP), (v6(src6, MX6), VERDICT_ACCEPT)]
+    for raw, want in order if v4_first else order[::-1]:
+        assert e.handle(raw) == want
+        assert e.handle(raw) == want  # and again, now from the memo
+    assert snap(e)["reasons"] == {"blocked": 2, "not_subscriber": 2}
+
+
+class RecordingCache:
+    """A CacheSink that only remembers what it was handed."""
+
+    def __init__(self) -> None:
+        self.wanted: list[tuple[int, int, Verdict]] = []
+
+    def want(self, version: int, src: int, decision: Decision) -> None:
+        self.wanted.append((version, src, decision.verdict))
+
+
+@pytest.mark.parametrize(
+    ("action", "cached"),
+    [(Action.DROP, Verdict.DROP), (Action.REJECT, Verdict.REJECT), (Action.MONITOR, None)],
+)
+def test_monitor_blocks_never_reach_the_verdict_cache(
+    action: Action, cached: Verdict | None
+) -> None:
+    """A cached source is dropped in the kernel: in monitor mode that would block mail."""
+    e = enforcer(action)
+    sink = RecordingCache()
+    e.cache = sink
+    e.handle(v4(BOT, MX))
+    e.handle(v6(RES6, MX6))
+    e.handle(v4(RES, MTA))  # accepted: never cached whatever the action
+    want = [(4, addr(BOT)[1], cached), (6, addr(RES6)[1], cached)]
+    assert sink.wanted == ([] if cached is None else want)
+    assert snap(e)["reasons"] == {"blocked": 2, "provider_mta": 1}
