@@ -46,7 +46,7 @@ def main(argv: list[str]) -> int:
     rows = ["| module | mutants | killed | survived | other | killed % | s |", "|---" * 7 + "|"]
     survivors: list[str] = []
     for arg in argv[1:]:
-        name, _, rest = arg.partition("=")
+        rest = arg.split("=", 1)[-1]  # NAME=op25b/x.py:SECONDS
         module, _, seconds = rest.rpartition(":")
         meta = mutants / f"{module}.meta"
         codes: dict[str, int | None] = (
