@@ -9,7 +9,9 @@ report`` does, to pin the retry interval's fallback for single-attempt windows.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
@@ -164,3 +166,124 @@ def test_retry_interval_prefers_attempts_within_windows() -> None:
     agg.add(record(5, 1, 0, 0))
     (src,) = agg.sources()
     assert src.retry_interval_s == 60.0
+
+
+@pytest.mark.parametrize(
+    ("seconds", "words"),
+    [(89.4, "~89 s"), (90, "~2 min"), (3000, "~50 min"), (5399, "~90 min"), (5400, "~1.5 h"),
+     (8460, "~2.4 h")],
+)  # fmt: skip
+def test_retry_interval_words_at_their_unit_boundaries(seconds: float, words: str) -> None:
+    assert (
+        f"steady retries every {words} over 3 windows" in score(1, 0.01, [5, 5, 5], seconds).reason
+    )
+
+
+@pytest.mark.parametrize(
+    ("rate", "words"), [(9.96, "bursts of 10.0 attempts/s"), (10.0, "bursts of 10 attempts/s")]
+)
+def test_rate_words_switch_to_whole_numbers_at_ten(rate: float, words: str) -> None:
+    assert words in score(1, rate, [5]).reason
+
+
+def test_verdict_thresholds_are_inclusive() -> None:
+    bot = score_source(
+        distinct=64, peak_rate=0.74, peak_window_attempts=10, window_counts=[10],
+        retry_interval_s=None,
+    )  # fmt: skip
+    assert (bot.value, bot.verdict) == (60, "bot-like")
+    sus = score_source(
+        distinct=8, peak_rate=0.39, peak_window_attempts=10, window_counts=[10],
+        retry_interval_s=None,
+    )  # fmt: skip
+    assert (sus.value, sus.verdict) == (30, "suspicious")
+    assert sus.reason == (
+        "suspicious: 8 destinations, peak 0.4 attempts/s, up to 10 attempts in one window — review"
+    )
+    assert (round(sus.destinations_part, 2), round(sus.burst_part, 2), sus.volume_part) == (
+        25.0,
+        5.12,
+        0.0,
+    )
+
+
+def test_score_parts_start_above_one_destination_and_cap_at_100() -> None:
+    two = score(2, 0.0, [1])
+    assert round(two.destinations_part, 2) == 8.33
+    top = score_source(
+        distinct=10**6, peak_rate=1e6, peak_window_attempts=10**7, window_counts=[10**7],
+        retry_interval_s=None,
+    )  # fmt: skip
+    assert (top.value, top.destinations_part, top.burst_part, top.volume_part) == (
+        100, 50.0, 30.0, 20.0,
+    )  # fmt: skip
+
+
+def test_client_rule_with_no_or_empty_windows() -> None:
+    assert score_source(
+        distinct=1, peak_rate=None, peak_window_attempts=0, window_counts=[],
+        retry_interval_s=None,
+    ).verdict == LIKELY  # fmt: skip
+    assert score(1, 0.0, [0, 0, 0]).verdict == CLIENT
+
+
+def rec_of(source: str, window: int, packets: int, **changes: Any) -> Record:
+    """A record of ``source`` with ``packets`` attempts one second apart."""
+    base = record(window, packets, 0, max(packets - 1, 0))
+    return dataclasses.replace(base, source=source, **changes)
+
+
+def test_aggregator_counts_records_duplicates_and_filtered() -> None:
+    start = record(0, 1, 0, 0).window_start
+    agg = Aggregator(since=start + 5_000, until=start + 300_000 * 3)
+    agg.add(record(0, 2, 5, 6))  # last seen exactly at --since: kept
+    agg.add(record(0, 2, 5, 6))  # the same again: a duplicate
+    agg.add(record(1, 2, 0, 1))
+    agg.add(record(0, 2, 0, 4))  # seen only before --since... a duplicate of window 0 too
+    agg.add(record(3, 2, 0, 1))  # first seen exactly at --until: filtered out
+    agg.add(record(4, 2, 0, 1))
+    assert (agg.records, agg.duplicates, agg.filtered_out) == (2, 1, 3)
+
+
+def test_report_fields_of_a_multi_plan_source() -> None:
+    agg = Aggregator()
+    agg.add(rec_of("100.64.0.9", 0, 3, plan="residential", action="drop",
+                   destinations_sample=("192.0.2.9", "192.0.2.10")))  # fmt: skip
+    agg.add(rec_of("100.64.0.9", 1, 1, plan="mobile", action="monitor", distinct_destinations=0,
+                   destinations_sample=("192.0.2.1",)))  # fmt: skip
+    agg.add(rec_of("100.64.0.8", 0, 1))
+    agg.add(rec_of("100.64.0.7", 0, 2))
+    srcs = agg.sources()
+    assert [s.source for s in srcs] == ["100.64.0.9", "100.64.0.7", "100.64.0.8"]  # by attempts
+    d = srcs[0].as_dict()
+    assert (d["plan"], d["action"], d["retry_interval_s"]) == (
+        "mobile,residential",
+        "drop,monitor",
+        1.0,
+    )
+    # first-seen order, not text order: window 0's sample came first
+    assert d["destinations_sample"] == ["192.0.2.9", "192.0.2.10", "192.0.2.1"]
+    first = srcs[0].windows[0]
+    assert (first.start, first.end) == (
+        record(0, 1, 0, 0).window_start,
+        record(0, 1, 0, 0).window_end,
+    )
+
+
+def test_report_of_single_attempt_windows_has_no_rate() -> None:
+    agg = Aggregator()
+    agg.add(rec_of("100.64.0.9", 0, 1, distinct_destinations=0, destinations_sample=()))
+    agg.add(rec_of("100.64.0.9", 3, 1, distinct_destinations=0, destinations_sample=()))
+    (src,) = agg.sources()
+    d = src.as_dict()
+    assert (d["peak_rate"], d["retry_interval_s"], d["distinct_destinations"]) == (None, 900.0, 0)
+    agg2 = Aggregator()
+    agg2.add(rec_of("100.64.0.9", 0, 1))
+    assert agg2.sources()[0].as_dict()["retry_interval_s"] is None
+
+
+def test_retry_interval_is_rounded_to_milliseconds() -> None:
+    agg = Aggregator()
+    r = record(0, 4, 0, 1)  # 3 gaps in 1 s
+    agg.add(r)
+    assert agg.sources()[0].as_dict()["retry_interval_s"] == 0.333

@@ -8,12 +8,13 @@ import struct
 from datetime import UTC, datetime
 
 import pytest
-from builders import addr, make_compiled
+from builders import FAR_FUTURE, addr, make_compiled
 
+from op25b.dataplane import enforcer as enforcer_module
 from op25b.dataplane.aggregator import AbuseAggregator
 from op25b.dataplane.counters import Counters
 from op25b.dataplane.enforcer import Enforcer
-from op25b.dataplane.packet import MAX_EXTENSION_HEADERS, PacketError, parse
+from op25b.dataplane.packet import MAX_EXTENSION_HEADERS, Packet, PacketError, parse
 from op25b.dataplane.verdicts import VERDICT_ACCEPT, VERDICT_DROP, VERDICT_REJECT
 from op25b.policy.compiled import CompiledPolicy
 from op25b.policy.decide import Decision, Reason, Verdict
@@ -318,3 +319,99 @@ def test_monitor_blocks_never_reach_the_verdict_cache(
     want = [(4, addr(BOT)[1], cached), (6, addr(RES6)[1], cached)]
     assert sink.wanted == ([] if cached is None else want)
     assert snap(e)["reasons"] == {"blocked": 2, "provider_mta": 1}
+
+
+def test_memo_never_serves_a_destination_decision() -> None:
+    """Only source-decided packets (guarded port, not to a provider MTA) are memoised:
+    a source's accepted submission or smarthost traffic must not let its MX SYNs pass."""
+    e = enforcer()
+    assert e.handle(v4(BOT, MX, dport=587)) == VERDICT_ACCEPT
+    assert e.handle(v4(BOT, MX)) == VERDICT_DROP
+    assert e.handle(v4(RES, MTA)) == VERDICT_ACCEPT
+    assert e.handle(v4(RES, MX)) == VERDICT_DROP
+    assert e.handle(v4(RES, MTA)) == VERDICT_ACCEPT
+    assert snap(e)["reasons"] == {"not_guarded": 1, "blocked": 2, "provider_mta": 2}
+
+
+def test_memo_decides_each_source_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The point of the memo: a flooding source costs one decide() per policy."""
+    calls: list[int] = []
+    real = enforcer_module.decide
+
+    def counting(compiled: CompiledPolicy, pkt: Packet, now: datetime) -> Decision:
+        calls.append(pkt.src)
+        return real(compiled, pkt, now)
+
+    monkeypatch.setattr(enforcer_module, "decide", counting)
+    e = enforcer()
+    for dst in (MX, MX2, MX, MX2):
+        assert e.handle(v4(BOT, dst)) == VERDICT_DROP
+    assert e.handle(v4(RES, MX)) == VERDICT_DROP
+    assert calls == [addr(BOT)[1], addr(RES)[1]]
+
+
+def test_blocked_packet_reaches_the_abuse_record_in_full() -> None:
+    e = enforcer(Action.REJECT)
+    e.handle(v4(BOT, MX))
+    e.handle(v4(BOT, MX2, dport=2525))
+    e.handle(v4(RES, MTA))  # accepted: no record
+    (rec,) = e.aggregator.flush_all(e.wall + 1)
+    (_, d), *_ = e.new_sources
+    assert d.rule is not None
+    got = rec.as_dict()
+    assert (got["source"], got["family"], got["plan"], got["action"]) == (
+        BOT,
+        4,
+        "residential",
+        "reject",
+    )
+    assert (got["rule"], got["ports"], got["destinations_sample"]) == (str(d.rule), {"25": 1}, [MX])
+
+
+def deep_v6(src: str, dst: str) -> bytes:
+    """An IPv6 SYN the parser refuses (too many extension headers)."""
+    return v6(src, dst, ext=MAX_EXTENSION_HEADERS + 1)
+
+
+def test_unparsable_blocked_packet_is_logged_like_a_parsed_one() -> None:
+    e = enforcer(Action.REJECT)
+    assert e.handle(deep_v6(RES6, MX6)) == VERDICT_REJECT
+    (pkt, d), *more = e.new_sources
+    assert more == []
+    # no TCP header was read: ports and flags 0, the destination port assumed guarded
+    assert pkt == Packet(6, addr(RES6)[1], addr(MX6)[1], 0, 25, 0)
+    assert (d.verdict, d.reason, d.plan) == (Verdict.REJECT, Reason.BLOCKED, "residential")
+    (rec,) = e.aggregator.flush_all(e.wall + 1)
+    got = rec.as_dict()
+    assert (got["source"], got["family"], got["plan"], got["action"], got["rule"]) == (
+        "2001:db8:100::/64",
+        6,
+        "residential",
+        "reject",
+        str(d.rule),
+    )
+    assert (got["ports"], got["destinations_sample"]) == ({"25": 1}, [MX6])
+
+
+def test_unparsable_accepted_packet_is_not_logged() -> None:
+    e = enforcer(Action.REJECT)
+    assert e.handle(deep_v6(BIZ6, MX6)) == VERDICT_ACCEPT
+    assert e.new_sources == []
+    assert e.aggregator.flush_all(e.wall + 1) == []
+
+
+def test_unparsable_packet_from_an_exempted_source_is_accepted() -> None:
+    """The address-only decision gets the clock too: exemptions still apply."""
+    compiled = make_compiled(exemptions=[(f"{RES6}/128", datetime(2027, 1, 1, tzinfo=UTC))])
+    e = Enforcer(compiled, Counters(), AbuseAggregator(), VERDICT_DROP, NOW)
+    assert e.handle(deep_v6(RES6, MX6)) == VERDICT_ACCEPT
+    assert e.decide_on_addresses(6, addr(RES6)[1]).reason is Reason.EXEMPTION
+
+
+def test_default_clock_is_the_current_utc_time() -> None:
+    compiled = make_compiled(exemptions=[("100.64.7.7/32", FAR_FUTURE)])
+    before = datetime.now(UTC)
+    e = Enforcer(compiled, Counters(), AbuseAggregator(), VERDICT_DROP)
+    assert before <= e.now <= datetime.now(UTC)  # aware: a naive time would not compare
+    assert e.wall == e.now.timestamp()
+    assert e.handle(v4("100.64.7.7", MX)) == VERDICT_ACCEPT

@@ -3,7 +3,9 @@ CompiledPolicy lookups (plans, exemptions, provider MTAs) the decision core uses
 
 from __future__ import annotations
 
+import itertools
 import random
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pytest
@@ -160,12 +162,48 @@ def test_business_29_carved_out_of_residential_16() -> None:
 
 
 @pytest.mark.parametrize(
-    ("width", "prefix"),
-    [(32, (1, 31)), (32, (0, 33)), (128, (1 << 128, 0)), (128, (-1, 128)), (64, (0, 0))],
+    ("width", "prefix", "message"),
+    [
+        (32, (1, 31), "host bits set in 0x1/31"),
+        (32, (0, 33), "bad prefix 0x0/33 for width 32"),
+        (32, (0, -1), "bad prefix 0x0/-1 for width 32"),
+        (128, (1 << 128, 0), "bad prefix 0x100000000000000000000000000000000/0 for width 128"),
+        (128, (-1, 128), "bad prefix -0x1/128 for width 128"),
+        (64, (0, 0), "unsupported address width 64"),
+    ],
 )
-def test_bad_input_is_refused(width: int, prefix: tuple[int, int]) -> None:
-    with pytest.raises(ValueError):
+def test_bad_input_is_refused_with_its_reason(
+    width: int, prefix: tuple[int, int], message: str
+) -> None:
+    with pytest.raises(ValueError) as info:
         PrefixTable.build(width, [prefix])
+    assert str(info.value) == message
+
+
+def _runs_are_minimal(starts: Sequence[int], labels: Sequence[int]) -> bool:
+    return all(a < b for a, b in itertools.pairwise(starts)) and all(
+        a != b for a, b in itertools.pairwise(labels)
+    )
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from([32, 128]).flatmap(
+        lambda w: st.tuples(st.just(w), prefix_lists(w, V4_SEEDS if w == 32 else V6_SEEDS))
+    )
+)
+def test_intervals_are_sorted_and_never_repeat_a_label(
+    case: tuple[int, list[tuple[int, int]]],
+) -> None:
+    """The sweep's output is canonical: strictly rising starts, and two neighbouring
+    intervals never carry the same label (they would be one interval, twice the work)."""
+    width, prefixes = case
+    t = PrefixTable.build(width, prefixes)
+    assert _runs_are_minimal(t._starts, t._labels)
+    bounds = t._sub_bounds
+    for k in range(len(bounds) - 1):
+        lo, hi = bounds[k], bounds[k + 1]
+        assert _runs_are_minimal(t._sub_starts[lo:hi], t._sub_labels[lo:hi])
 
 
 def test_adjacent_prefixes_with_same_label_do_not_merge_indexes() -> None:
