@@ -23,15 +23,19 @@ declare -A CORE=(
     [compiled]=op25b/policy/compiled.py
     [packet]=op25b/dataplane/packet.py
     [loader]=op25b/policy/loader.py
+    [daemonsection]=op25b/policy/daemonsection.py
     [yamlnodes]=op25b/policy/yamlnodes.py
     [enforcer]=op25b/dataplane/enforcer.py
     [aggregator]=op25b/dataplane/aggregator.py
+    [abuserecord]=op25b/dataplane/abuserecord.py
     [keys]=op25b/dataplane/keys.py
     [botscore]=op25b/report/botscore.py
-    [rules]=op25b/kernel/rules.py
+    [ruletext]=op25b/kernel/ruletext.py
+    [setcontents]=op25b/kernel/setcontents.py
     [ipsets]=op25b/kernel/ipsets.py
 )
-ORDER=(decide lpm compiled packet loader yamlnodes enforcer aggregator keys botscore rules ipsets)
+ORDER=(decide lpm compiled packet loader daemonsection yamlnodes enforcer aggregator abuserecord keys
+       botscore ruletext setcontents ipsets)
 
 if ! .venv/bin/python -c "import mutmut" 2>/dev/null; then
     echo "mutation: mutmut is not installed; run: .venv/bin/python -m pip install -e '.[mutation]'" >&2

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from builders import make_policy
 
-from op25b.kernel.rules import RuleConfig, render_removal, render_rules
+from op25b.kernel.ruletext import RuleConfig, render_removal, render_rules
 from op25b.policy.model import DaemonConfig
 
 
