@@ -413,3 +413,25 @@ def test_many_clustered_prefixes_against_per_length_reference(width: int) -> Non
     probes.update(rng.choice(clusters) ^ rng.getrandbits(width - 8) for _ in range(5000))
     for a in probes:
         assert table.lookup(a) == reference(a), hex(a)
+
+
+@pytest.mark.parametrize(
+    ("text", "index"),
+    [
+        ("100.64.0.0", 0),  # residential's first prefix: table index 0 is a match
+        ("2001:db8:100::10", 0),
+        ("198.51.100.10", 1),
+        ("2001:db8:b00::10", 1),
+        ("192.0.2.1", NO_MATCH),
+        ("2001:db8:ff::1", NO_MATCH),
+    ],
+)
+def test_plan_index_agrees_with_plan_of(text: str, index: int) -> None:
+    compiled = make_compiled()  # plans: residential (0), business-static (1)
+    version, a = addr(text)
+    assert compiled.plan_index(version, a) == index
+    hit = compiled.plan_of(version, a)
+    if index == NO_MATCH:
+        assert hit is None
+    else:
+        assert hit is not None and hit.plan is compiled.policy.plans[index]

@@ -138,6 +138,8 @@ def test_parsed_packet_is_a_real_frozen_packet() -> None:
     from op25b.dataplane import packet as packet_module
 
     assert packet_module._new_packet is not Packet, "fast Packet construction fell back"
+    # the import-time self-check itself, run again (a broken check could pass a broken builder)
+    assert packet_module._fast_packet_ok() is True
     v = LITERAL_VECTORS[3]
     got = parse(v.data)
     assert type(got) is Packet
