@@ -235,7 +235,7 @@ def rec_of(source: str, window: int, packets: int, **changes: Any) -> Record:
 
 def test_aggregator_counts_records_duplicates_and_filtered() -> None:
     start = record(0, 1, 0, 0).window_start
-    agg = Aggregator(since=start + 5_000, until=start + 300_000 * 3)
+    agg = Aggregator(since=start + 6_000, until=start + 300_000 * 3)
     agg.add(record(0, 2, 5, 6))  # last seen exactly at --since: kept
     agg.add(record(0, 2, 5, 6))  # the same again: a duplicate
     agg.add(record(1, 2, 0, 1))
@@ -287,3 +287,12 @@ def test_retry_interval_is_rounded_to_milliseconds() -> None:
     r = record(0, 4, 0, 1)  # 3 gaps in 1 s
     agg.add(r)
     assert agg.sources()[0].as_dict()["retry_interval_s"] == 0.333
+
+
+def test_equal_scores_rank_by_attempts_then_source() -> None:
+    agg = Aggregator()
+    for source, packets in (("100.64.0.1", 2), ("100.64.0.2", 3), ("100.64.0.3", 2)):
+        agg.add(dataclasses.replace(record(0, packets, 0, 200), source=source))
+    srcs = agg.sources()
+    assert [s.score.value for s in srcs] == [0, 0, 0]
+    assert [s.source for s in srcs] == ["100.64.0.2", "100.64.0.1", "100.64.0.3"]
