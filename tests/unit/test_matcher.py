@@ -132,6 +132,8 @@ def test_v6_matches_brute_force(prefixes: list[tuple[int, int]], probes: list[in
         (128, ["2001:db8:100::/64", "2001:db8:100::/65", "2001:db8:100::8000:0:0:0/65"]),
         (128, ["2001:db8:100::/64", "2001:db8:100::7/128", "2001:db8:100::/127"]),
         (128, ["2001:db8:100::7/128", "2001:db8:100::/40"]),  # pointer without a /64
+        # a lone host route ending one below the top of its /64: the top goes back to the /64
+        (128, ["2001:db8:100::/64", "2001:db8:100:0:ffff:ffff:ffff:fffe/128"]),
         (128, ["2001:db8:100::7/128", "2001:db8:100::7/128", "2001:db8:100::/64"]),
         (128, ["2001:db8::/32", "2001:db8:0:1::/64", "2001:db8:0:1::1/128", "2001:db8:0:2::/64"]),
     ],
