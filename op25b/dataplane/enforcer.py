@@ -44,10 +44,11 @@ class Enforcer:
         counters: Counters,
         aggregator: AbuseAggregator,
         on_error: int,
+        now: datetime | None = None,
     ) -> None:
         # The loop refreshes these once per batch: one clock read per batch, not per
-        # packet, and decide() stays pure.
-        self.now = datetime.now(UTC)
+        # packet, and decide() stays pure. ``now`` lets tests fix the starting clock.
+        self.now = datetime.now(UTC) if now is None else now
         self.wall = self.now.timestamp()
         self._memo: dict[int, Decision] = {}
         self._memo_from = self.now

@@ -138,6 +138,28 @@ def test_v6_aggregated_per_64() -> None:
     assert r.destinations_sample == ("2001:db8:25::1", "2001:db8:25::2")
 
 
+@pytest.mark.parametrize(
+    ("v6_aggregate", "src4", "src6", "record6"),
+    [
+        (64, "0.0.0.0", "::1", "::/64"),  # ::1 masked to its /64 is 0, like 0.0.0.0
+        (128, "100.64.0.66", "::100.64.0.66", "::100.64.0.66/128"),
+    ],
+    ids=["0.0.0.0-vs-::1", "a.b.c.d-vs-::a.b.c.d"],
+)
+def test_v4_and_v6_sources_with_equal_bits_stay_apart(
+    v6_aggregate: int, src4: str, src6: str, record6: str
+) -> None:
+    a = agg(v6_aggregate=v6_aggregate)
+    assert hit(a, ip(src4), "192.0.2.25", T0)  # new
+    assert hit(a, ip(src6), "2001:db8:25::1", T0 + 1, version=6)  # new too, not a repeat
+    assert not hit(a, ip(src4), "192.0.2.26", T0 + 2)
+    recs = {r.source: r for r in a.flush_all(T0 + 3)}
+    assert set(recs) == {src4, record6}
+    assert (recs[src4].family, recs[src4].packets, recs[src4].distinct_destinations) == (4, 2, 2)
+    assert (recs[record6].family, recs[record6].packets) == (6, 1)
+    assert recs[record6].destinations_sample == ("2001:db8:25::1",)
+
+
 def test_v6_aggregate_configurable() -> None:
     a = agg(v6_aggregate=48)
     v, s1 = parse_address("2001:db8:100:1::10")

@@ -8,15 +8,16 @@ import struct
 from datetime import UTC, datetime
 
 import pytest
-from builders import addr, make_compiled
+from builders import FAR_FUTURE, addr, make_compiled
 
+from op25b.dataplane import enforcer as enforcer_module
 from op25b.dataplane.aggregator import AbuseAggregator
 from op25b.dataplane.counters import Counters
 from op25b.dataplane.enforcer import Enforcer
-from op25b.dataplane.packet import MAX_EXTENSION_HEADERS, PacketError, parse
+from op25b.dataplane.packet import MAX_EXTENSION_HEADERS, Packet, PacketError, parse
 from op25b.dataplane.verdicts import VERDICT_ACCEPT, VERDICT_DROP, VERDICT_REJECT
 from op25b.policy.compiled import CompiledPolicy
-from op25b.policy.decide import Reason, Verdict
+from op25b.policy.decide import Decision, Reason, Verdict
 from op25b.policy.model import Action
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -51,9 +52,7 @@ def v6(src: str, dst: str, dport: int = 25, flags: int = SYN, ext: int = 0) -> b
 
 
 def enforcer(action: Action = Action.DROP, on_error: int = VERDICT_ACCEPT) -> Enforcer:
-    e = Enforcer(make_compiled(action=action), Counters(), AbuseAggregator(), on_error)
-    e.set_clock(NOW)
-    return e
+    return Enforcer(make_compiled(action=action), Counters(), AbuseAggregator(), on_error, NOW)
 
 
 def snap(e: Enforcer) -> dict[str, object]:
@@ -210,8 +209,9 @@ def test_decide_raising_counts_undecidable_and_gets_on_error(
 
 def test_set_clock_drives_exemption_expiry() -> None:
     compiled = make_compiled(exemptions=[("100.64.7.7/32", datetime(2027, 2, 1, tzinfo=UTC))])
-    e = Enforcer(compiled, Counters(), AbuseAggregator(), VERDICT_DROP)
-    e.set_clock(datetime(2027, 1, 31, 23, 59, tzinfo=UTC))
+    start = datetime(2027, 1, 31, 23, 59, tzinfo=UTC)
+    e = Enforcer(compiled, Counters(), AbuseAggregator(), VERDICT_DROP, start)
+    e.set_clock(start)
     assert e.handle(v4("100.64.7.7", MX)) == VERDICT_ACCEPT
     e.set_clock(datetime(2027, 2, 1, tzinfo=UTC))
     assert e.wall == datetime(2027, 2, 1, tzinfo=UTC).timestamp()
@@ -222,13 +222,15 @@ def test_set_clock_drives_exemption_expiry() -> None:
 def test_source_memo_follows_exemption_expiry_and_reload() -> None:
     """Memoised per-source decisions must not outlive an exemption or a policy."""
     expires = datetime(2026, 1, 2, tzinfo=UTC)
+    start = datetime(2026, 1, 1, 23, 59, 59, tzinfo=UTC)
     e = Enforcer(
         make_compiled(exemptions=[("100.64.7.7/32", expires)]),
         Counters(),
         AbuseAggregator(),
         VERDICT_ACCEPT,
+        start,  # an injected clock: the memo's expiry path, whatever today's date is
     )
-    e.set_clock(datetime(2026, 1, 1, 23, 59, 59, tzinfo=UTC))
+    e.set_clock(start)
     assert e.handle(v4("100.64.7.7", MX)) == VERDICT_ACCEPT
     assert e.handle(v4("100.64.7.7", MX2)) == VERDICT_ACCEPT  # served from the memo
     e.set_clock(expires)  # the exemption ends at this instant
@@ -241,3 +243,175 @@ def test_source_memo_follows_exemption_expiry_and_reload() -> None:
     assert e.handle(v4(RES, MTA)) == VERDICT_ACCEPT
     reasons = e.counters.snapshot(0.0).reasons
     assert (reasons["exemption"], reasons["blocked"], reasons["provider_mta"]) == (3, 2, 1)
+
+
+def test_memo_resets_at_exemption_expiry_without_a_clock_step() -> None:
+    """The clock only moves forward here, so only the expiry instant can reset the memo."""
+    expires = datetime(2026, 1, 2, tzinfo=UTC)
+    start = datetime(2026, 1, 1, 23, 0, tzinfo=UTC)
+    compiled = make_compiled(exemptions=[("100.64.7.7/32", expires)])
+    e = Enforcer(compiled, Counters(), AbuseAggregator(), VERDICT_ACCEPT, start)
+    assert e.now == start and e.wall == start.timestamp()
+    assert e.handle(v4("100.64.7.7", MX)) == VERDICT_ACCEPT  # memoised as exemption
+    e.set_clock(datetime(2026, 1, 1, 23, 59, 59, tzinfo=UTC))
+    assert e.handle(v4("100.64.7.7", MX)) == VERDICT_ACCEPT
+    e.set_clock(expires)
+    assert e.handle(v4("100.64.7.7", MX)) == VERDICT_DROP
+
+
+def test_memo_resets_when_the_clock_steps_back_past_its_start() -> None:
+    """An NTP step back revives an exemption that had expired: the memo must not hide it."""
+    expires = datetime(2026, 3, 1, tzinfo=UTC)
+    start = datetime(2026, 6, 1, tzinfo=UTC)  # the exemption is already over at start
+    compiled = make_compiled(exemptions=[("100.64.7.7/32", expires)])
+    e = Enforcer(compiled, Counters(), AbuseAggregator(), VERDICT_ACCEPT, start)
+    assert e.handle(v4("100.64.7.7", MX)) == VERDICT_DROP  # memoised as blocked
+    e.set_clock(datetime(2026, 2, 1, tzinfo=UTC))  # stepped back before the expiry
+    assert e.handle(v4("100.64.7.7", MX)) == VERDICT_ACCEPT
+    assert snap(e)["reasons"] == {"blocked": 1, "exemption": 1}
+
+
+@pytest.mark.parametrize(
+    ("plans", "src4", "src6"),
+    [
+        ({"residential": ["0.0.0.0/32"]}, "0.0.0.0", "::"),
+        ({"residential": ["100.64.0.0/16"]}, "100.64.0.10", "::100.64.0.10"),
+    ],
+    ids=["0.0.0.0-vs-::", "a.b.c.d-vs-::a.b.c.d"],
+)
+@pytest.mark.parametrize("v4_first", [True, False], ids=["v4-first", "v6-first"])
+def test_memo_keeps_v4_and_v6_sources_with_equal_bits_apart(
+    plans: dict[str, list[str]], src4: str, src6: str, v4_first: bool
+) -> None:
+    """The v4 source is a subscriber, the v6 one with the same integer value is not."""
+    e = Enforcer(make_compiled(plans=plans), Counters(), AbuseAggregator(), VERDICT_ACCEPT, NOW)
+    order = [(v4(src4, MX), VERDICT_DROP), (v6(src6, MX6), VERDICT_ACCEPT)]
+    for raw, want in order if v4_first else order[::-1]:
+        assert e.handle(raw) == want
+        assert e.handle(raw) == want  # and again, now from the memo
+    assert snap(e)["reasons"] == {"blocked": 2, "not_subscriber": 2}
+
+
+class RecordingCache:
+    """A CacheSink that only remembers what it was handed."""
+
+    def __init__(self) -> None:
+        self.wanted: list[tuple[int, int, Verdict]] = []
+
+    def want(self, version: int, src: int, decision: Decision) -> None:
+        self.wanted.append((version, src, decision.verdict))
+
+
+@pytest.mark.parametrize(
+    ("action", "cached"),
+    [(Action.DROP, Verdict.DROP), (Action.REJECT, Verdict.REJECT), (Action.MONITOR, None)],
+)
+def test_monitor_blocks_never_reach_the_verdict_cache(
+    action: Action, cached: Verdict | None
+) -> None:
+    """A cached source is dropped in the kernel: in monitor mode that would block mail."""
+    e = enforcer(action)
+    sink = RecordingCache()
+    e.cache = sink
+    e.handle(v4(BOT, MX))
+    e.handle(v6(RES6, MX6))
+    e.handle(v4(RES, MTA))  # accepted: never cached whatever the action
+    want = [(4, addr(BOT)[1], cached), (6, addr(RES6)[1], cached)]
+    assert sink.wanted == ([] if cached is None else want)
+    assert snap(e)["reasons"] == {"blocked": 2, "provider_mta": 1}
+
+
+def test_memo_never_serves_a_destination_decision() -> None:
+    """Only source-decided packets (guarded port, not to a provider MTA) are memoised:
+    a source's accepted submission or smarthost traffic must not let its MX SYNs pass."""
+    e = enforcer()
+    assert e.handle(v4(BOT, MX, dport=587)) == VERDICT_ACCEPT
+    assert e.handle(v4(BOT, MX)) == VERDICT_DROP
+    assert e.handle(v4(RES, MTA)) == VERDICT_ACCEPT
+    assert e.handle(v4(RES, MX)) == VERDICT_DROP
+    assert e.handle(v4(RES, MTA)) == VERDICT_ACCEPT
+    assert snap(e)["reasons"] == {"not_guarded": 1, "blocked": 2, "provider_mta": 2}
+
+
+def test_memo_decides_each_source_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The point of the memo: a flooding source costs one decide() per policy."""
+    calls: list[int] = []
+    real = enforcer_module.decide
+
+    def counting(compiled: CompiledPolicy, pkt: Packet, now: datetime) -> Decision:
+        calls.append(pkt.src)
+        return real(compiled, pkt, now)
+
+    monkeypatch.setattr(enforcer_module, "decide", counting)
+    e = enforcer()
+    for dst in (MX, MX2, MX, MX2):
+        assert e.handle(v4(BOT, dst)) == VERDICT_DROP
+    assert e.handle(v4(RES, MX)) == VERDICT_DROP
+    assert calls == [addr(BOT)[1], addr(RES)[1]]
+
+
+def test_blocked_packet_reaches_the_abuse_record_in_full() -> None:
+    e = enforcer(Action.REJECT)
+    e.handle(v4(BOT, MX))
+    e.handle(v4(BOT, MX2, dport=2525))
+    e.handle(v4(RES, MTA))  # accepted: no record
+    (rec,) = e.aggregator.flush_all(e.wall + 1)
+    (_, d), *_ = e.new_sources
+    assert d.rule is not None
+    got = rec.as_dict()
+    assert (got["source"], got["family"], got["plan"], got["action"]) == (
+        BOT,
+        4,
+        "residential",
+        "reject",
+    )
+    assert (got["rule"], got["ports"], got["destinations_sample"]) == (str(d.rule), {"25": 1}, [MX])
+
+
+def deep_v6(src: str, dst: str) -> bytes:
+    """An IPv6 SYN the parser refuses (too many extension headers)."""
+    return v6(src, dst, ext=MAX_EXTENSION_HEADERS + 1)
+
+
+def test_unparsable_blocked_packet_is_logged_like_a_parsed_one() -> None:
+    e = enforcer(Action.REJECT)
+    assert e.handle(deep_v6(RES6, MX6)) == VERDICT_REJECT
+    (pkt, d), *more = e.new_sources
+    assert more == []
+    # no TCP header was read: ports and flags 0, the destination port assumed guarded
+    assert pkt == Packet(6, addr(RES6)[1], addr(MX6)[1], 0, 25, 0)
+    assert (d.verdict, d.reason, d.plan) == (Verdict.REJECT, Reason.BLOCKED, "residential")
+    (rec,) = e.aggregator.flush_all(e.wall + 1)
+    got = rec.as_dict()
+    assert (got["source"], got["family"], got["plan"], got["action"], got["rule"]) == (
+        "2001:db8:100::/64",
+        6,
+        "residential",
+        "reject",
+        str(d.rule),
+    )
+    assert (got["ports"], got["destinations_sample"]) == ({"25": 1}, [MX6])
+
+
+def test_unparsable_accepted_packet_is_not_logged() -> None:
+    e = enforcer(Action.REJECT)
+    assert e.handle(deep_v6(BIZ6, MX6)) == VERDICT_ACCEPT
+    assert e.new_sources == []
+    assert e.aggregator.flush_all(e.wall + 1) == []
+
+
+def test_unparsable_packet_from_an_exempted_source_is_accepted() -> None:
+    """The address-only decision gets the clock too: exemptions still apply."""
+    compiled = make_compiled(exemptions=[(f"{RES6}/128", datetime(2027, 1, 1, tzinfo=UTC))])
+    e = Enforcer(compiled, Counters(), AbuseAggregator(), VERDICT_DROP, NOW)
+    assert e.handle(deep_v6(RES6, MX6)) == VERDICT_ACCEPT
+    assert e.decide_on_addresses(6, addr(RES6)[1]).reason is Reason.EXEMPTION
+
+
+def test_default_clock_is_the_current_utc_time() -> None:
+    compiled = make_compiled(exemptions=[("100.64.7.7/32", FAR_FUTURE)])
+    before = datetime.now(UTC)
+    e = Enforcer(compiled, Counters(), AbuseAggregator(), VERDICT_DROP)
+    assert before <= e.now <= datetime.now(UTC)  # aware: a naive time would not compare
+    assert e.wall == e.now.timestamp()
+    assert e.handle(v4("100.64.7.7", MX)) == VERDICT_ACCEPT

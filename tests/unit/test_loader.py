@@ -713,8 +713,28 @@ def test_daemon_section_fully_set(in_tmp: Path) -> None:
     assert (d.fast_path, d.block_cache_timeout) == (True, 30)
 
 
-def test_daemon_defaults_when_absent_or_empty(in_tmp: Path) -> None:
-    assert load(MINIMAL).policy.daemon == load(DAEMON).policy.daemon
+@pytest.mark.parametrize("text", [MINIMAL, DAEMON], ids=["absent", "empty"])
+def test_daemon_defaults_are_the_documented_values(in_tmp: Path, text: str) -> None:
+    """The defaults of README's daemon table, as values (not the loader against itself)."""
+    d = load(text).policy.daemon
+    assert (d.queue, d.workers, d.on_daemon_down, d.abuse_log) == (
+        0,
+        1,
+        DownMode.STATIC,
+        "/var/log/op25b/blocked.jsonl",
+    )
+    assert (d.syslog.transport, d.syslog.address, d.syslog.facility) == (
+        SyslogTransport.UNIX,
+        "/dev/log",
+        "local5",
+    )
+    assert (d.counters_interval, d.on_error, d.abuse_window, d.v6_aggregate) == (
+        60.0,
+        "accept",
+        300.0,
+        64,
+    )
+    assert (d.fast_path, d.block_cache_timeout) == (False, 0)
 
 
 @pytest.mark.parametrize(

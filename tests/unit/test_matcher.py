@@ -3,7 +3,9 @@ CompiledPolicy lookups (plans, exemptions, provider MTAs) the decision core uses
 
 from __future__ import annotations
 
+import itertools
 import random
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pytest
@@ -130,6 +132,8 @@ def test_v6_matches_brute_force(prefixes: list[tuple[int, int]], probes: list[in
         (128, ["2001:db8:100::/64", "2001:db8:100::/65", "2001:db8:100::8000:0:0:0/65"]),
         (128, ["2001:db8:100::/64", "2001:db8:100::7/128", "2001:db8:100::/127"]),
         (128, ["2001:db8:100::7/128", "2001:db8:100::/40"]),  # pointer without a /64
+        # a lone host route ending one below the top of its /64: the top goes back to the /64
+        (128, ["2001:db8:100::/64", "2001:db8:100:0:ffff:ffff:ffff:fffe/128"]),
         (128, ["2001:db8:100::7/128", "2001:db8:100::7/128", "2001:db8:100::/64"]),
         (128, ["2001:db8::/32", "2001:db8:0:1::/64", "2001:db8:0:1::1/128", "2001:db8:0:2::/64"]),
     ],
@@ -160,12 +164,48 @@ def test_business_29_carved_out_of_residential_16() -> None:
 
 
 @pytest.mark.parametrize(
-    ("width", "prefix"),
-    [(32, (1, 31)), (32, (0, 33)), (128, (1 << 128, 0)), (128, (-1, 128)), (64, (0, 0))],
+    ("width", "prefix", "message"),
+    [
+        (32, (1, 31), "host bits set in 0x1/31"),
+        (32, (0, 33), "bad prefix 0x0/33 for width 32"),
+        (32, (0, -1), "bad prefix 0x0/-1 for width 32"),
+        (128, (1 << 128, 0), "bad prefix 0x100000000000000000000000000000000/0 for width 128"),
+        (128, (-1, 128), "bad prefix -0x1/128 for width 128"),
+        (64, (0, 0), "unsupported address width 64"),
+    ],
 )
-def test_bad_input_is_refused(width: int, prefix: tuple[int, int]) -> None:
-    with pytest.raises(ValueError):
+def test_bad_input_is_refused_with_its_reason(
+    width: int, prefix: tuple[int, int], message: str
+) -> None:
+    with pytest.raises(ValueError) as info:
         PrefixTable.build(width, [prefix])
+    assert str(info.value) == message
+
+
+def _runs_are_minimal(starts: Sequence[int], labels: Sequence[int]) -> bool:
+    return all(a < b for a, b in itertools.pairwise(starts)) and all(
+        a != b for a, b in itertools.pairwise(labels)
+    )
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from([32, 128]).flatmap(
+        lambda w: st.tuples(st.just(w), prefix_lists(w, V4_SEEDS if w == 32 else V6_SEEDS))
+    )
+)
+def test_intervals_are_sorted_and_never_repeat_a_label(
+    case: tuple[int, list[tuple[int, int]]],
+) -> None:
+    """The sweep's output is canonical: strictly rising starts, and two neighbouring
+    intervals never carry the same label (they would be one interval, twice the work)."""
+    width, prefixes = case
+    t = PrefixTable.build(width, prefixes)
+    assert _runs_are_minimal(t._starts, t._labels)
+    bounds = t._sub_bounds
+    for k in range(len(bounds) - 1):
+        lo, hi = bounds[k], bounds[k + 1]
+        assert _runs_are_minimal(t._sub_starts[lo:hi], t._sub_labels[lo:hi])
 
 
 def test_adjacent_prefixes_with_same_label_do_not_merge_indexes() -> None:
@@ -375,3 +415,25 @@ def test_many_clustered_prefixes_against_per_length_reference(width: int) -> Non
     probes.update(rng.choice(clusters) ^ rng.getrandbits(width - 8) for _ in range(5000))
     for a in probes:
         assert table.lookup(a) == reference(a), hex(a)
+
+
+@pytest.mark.parametrize(
+    ("text", "index"),
+    [
+        ("100.64.0.0", 0),  # residential's first prefix: table index 0 is a match
+        ("2001:db8:100::10", 0),
+        ("198.51.100.10", 1),
+        ("2001:db8:b00::10", 1),
+        ("192.0.2.1", NO_MATCH),
+        ("2001:db8:ff::1", NO_MATCH),
+    ],
+)
+def test_plan_index_agrees_with_plan_of(text: str, index: int) -> None:
+    compiled = make_compiled()  # plans: residential (0), business-static (1)
+    version, a = addr(text)
+    assert compiled.plan_index(version, a) == index
+    hit = compiled.plan_of(version, a)
+    if index == NO_MATCH:
+        assert hit is None
+    else:
+        assert hit is not None and hit.plan is compiled.policy.plans[index]

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-from collections.abc import Callable
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,7 +36,9 @@ try:
 except ImportError:  # pragma: no cover - scapy is an optional extra
     HAVE_SCAPY = False
 
-needs_scapy = pytest.mark.skipif(not HAVE_SCAPY, reason="scapy not installed")
+HERE = Path(__file__).resolve().parent
+NO_SCAPY = "scapy not installed: the scapy-built packet vectors were not run"
+needs_scapy = pytest.mark.skipif(not HAVE_SCAPY, reason=NO_SCAPY)
 
 SCAPY_VECTORS: list[Vector] = scapy_vectors() if HAVE_SCAPY else []
 ALL_VECTORS: list[Vector] = [*LITERAL_VECTORS, *SCAPY_VECTORS]
@@ -42,6 +48,15 @@ INVALID: list[Vector] = [v for v in ALL_VECTORS if v.expected is None]
 
 def _ids(vs: list[Vector] | tuple[Vector, ...]) -> list[str]:
     return [v.name for v in vs]
+
+
+def vector_params(vs: Sequence[Vector]) -> list[Any]:
+    """``vs`` as test parameters; without scapy, a skipped stand-in for the vectors it
+    would have built, so a run without it shows a skip instead of quietly testing less."""
+    params: list[Any] = [pytest.param(v, id=v.name) for v in vs]
+    if not HAVE_SCAPY:
+        params.append(pytest.param(None, id="scapy-vectors", marks=pytest.mark.skip(NO_SCAPY)))
+    return params
 
 
 def check(v: Vector, data: bytes | bytearray | memoryview | None = None) -> None:
@@ -72,8 +87,7 @@ def test_literal_vector(v: Vector) -> None:
     check(v)
 
 
-@needs_scapy
-@pytest.mark.parametrize("v", SCAPY_VECTORS, ids=_ids(SCAPY_VECTORS))
+@pytest.mark.parametrize("v", vector_params(SCAPY_VECTORS))
 def test_scapy_vector(v: Vector) -> None:
     check(v)
 
@@ -81,6 +95,35 @@ def test_scapy_vector(v: Vector) -> None:
 def test_vector_names_unique() -> None:
     names = _ids(ALL_VECTORS)
     assert len(names) == len(set(names))
+
+
+def test_without_scapy_its_vectors_show_as_skipped(tmp_path: Path) -> None:
+    """Run this file where ``import scapy`` fails: every vector-driven test must report
+    a skip for the scapy-built vectors, not pass quietly on the literal ones alone."""
+    fake = tmp_path / "scapy"
+    fake.mkdir()
+    (fake / "__init__.py").write_text('raise ImportError("scapy hidden by the test")\n')
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(HERE)]))
+    tests = {
+        "test_scapy_vector",
+        "test_every_prefix_of_valid_vector",
+        "test_every_prefix_of_invalid_vector",
+        "test_exact_minimum_reason",
+        "test_input_types_agree",
+    }
+    argv = [sys.executable, "-m", "pytest", "-v", "-rs", "-p", "no:cacheprovider"]
+    argv += [f"{__file__}::{name}" for name in sorted(tests)]
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=False)
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    # -v lines: "tests/unit/test_packet.py::test_x[scapy-vectors] SKIPPED [ 9%]"
+    skipped = {
+        line.split("::")[1].split("[")[0]
+        for line in out.splitlines()
+        if "[scapy-vectors] SKIPPED" in line
+    }
+    assert skipped == tests, out
+    assert out.count(NO_SCAPY) == len(tests), out  # -rs: one reason line per skip
 
 
 def test_packet_error_is_value_error() -> None:
@@ -95,6 +138,8 @@ def test_parsed_packet_is_a_real_frozen_packet() -> None:
     from op25b.dataplane import packet as packet_module
 
     assert packet_module._new_packet is not Packet, "fast Packet construction fell back"
+    # the import-time self-check itself, run again (a broken check could pass a broken builder)
+    assert packet_module._fast_packet_ok() is True
     v = LITERAL_VECTORS[3]
     got = parse(v.data)
     assert type(got) is Packet
@@ -131,7 +176,7 @@ def test_literal_fields_spelled_out() -> None:
 # --- truncation -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("v", VALID, ids=_ids(VALID))
+@pytest.mark.parametrize("v", vector_params(VALID))
 def test_every_prefix_of_valid_vector(v: Vector) -> None:
     assert v.expected is not None and v.tcp_offset >= 20
     for i in range(len(v.data) + 1):
@@ -144,14 +189,14 @@ def test_every_prefix_of_valid_vector(v: Vector) -> None:
             assert parse(prefix) == v.expected, i
 
 
-@pytest.mark.parametrize("v", INVALID, ids=_ids(INVALID))
+@pytest.mark.parametrize("v", vector_params(INVALID))
 def test_every_prefix_of_invalid_vector(v: Vector) -> None:
     for i in range(len(v.data) + 1):
         with pytest.raises(PacketError):
             parse(v.data[:i])
 
 
-@pytest.mark.parametrize("v", VALID, ids=_ids(VALID))
+@pytest.mark.parametrize("v", vector_params(VALID))
 def test_exact_minimum_reason(v: Vector) -> None:
     with pytest.raises(PacketError, match=f"truncated TCP header: {TCP_BYTES_NEEDED - 1} of"):
         parse(v.data[: v.min_len - 1])
@@ -178,7 +223,7 @@ def _views(data: bytes) -> dict[str, Any]:  # Any: also views typed memoryview[b
     return views
 
 
-@pytest.mark.parametrize("v", ALL_VECTORS, ids=_ids(ALL_VECTORS))
+@pytest.mark.parametrize("v", vector_params(ALL_VECTORS))
 def test_input_types_agree(v: Vector) -> None:
     want = outcome(v.data)
     for kind, data in _views(v.data).items():

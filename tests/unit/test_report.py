@@ -13,6 +13,7 @@ import csv
 import gzip
 import io
 import json
+import re
 import struct
 import subprocess
 import sys
@@ -255,13 +256,25 @@ def test_rotated_and_compressed_files_detected_by_magic(tmp_path: Path) -> None:
 
 
 def test_truncated_gzip_keeps_what_decompressed(tmp_path: Path) -> None:
-    data = gzip.compress(lines(client_records()).encode())
+    # Stored (level 0) so that half the file holds about half the records: compressed,
+    # these 14 repetitive lines fit in so few bytes that half of them decompresses nothing.
+    data = gzip.compress(lines(client_records()).encode(), compresslevel=0)
     log = tmp_path / "blocked.jsonl.2.gz"
     log.write_bytes(data[: len(data) // 2])
-    code, _, err = run(log, "--json")
+    code, out, err = run(log, "--json")
     assert code == 0
-    assert f"{log}: unreadable after line" in err
     assert "Traceback" not in err
+    match = re.fullmatch(
+        rf"{re.escape(str(log))}: unreadable after line (\d+), rest of file skipped: .*\n", err
+    )
+    assert match, err
+    kept = int(match.group(1))
+    assert 0 < kept < 14
+    (client,) = json.loads(out)
+    # exactly the records before the cut: windows 0..kept-1, five attempts each
+    assert (client["windows_active"], client["attempts"]) == (kept, 5 * kept)
+    assert client["first_seen"] == ts(T0 + timedelta(seconds=10))
+    assert client["last_seen"] == ts(T0 + (kept - 1) * WINDOW + timedelta(seconds=250))
 
 
 def test_two_routers_merge_and_duplicate_files_count_once(tmp_path: Path) -> None:
