@@ -21,10 +21,41 @@ from op25b.report.botscore import (
     CLIENT_MAX_RATE,
     STEADY_MAX_CV,
     STEADY_MIN_WINDOWS,
-    Aggregator,
     Score,
+    SourceReport,
+    rank_key,
     score_source,
+    summarise,
 )
+from op25b.report.pyengine import PyRun
+from op25b.report.query import Query
+
+
+class Aggregator:
+    """Records in, ranked ``SourceReport``s out, the way ``op25b report`` does it
+    (the streaming engine, every source summarised and ranked)."""
+
+    def __init__(self, since: int | None = None, until: int | None = None) -> None:
+        self.run = PyRun(Query(since=since, until=until))
+
+    def add(self, rec: Record) -> None:
+        self.run.add(rec)
+
+    def sources(self) -> list[SourceReport]:
+        names = [b.source for b in self.run.briefs()]
+        return sorted((summarise(st) for st in self.run.stats(names)), key=rank_key)
+
+    @property
+    def records(self) -> int:
+        return self.run.totals.records
+
+    @property
+    def duplicates(self) -> int:
+        return self.run.totals.duplicates
+
+    @property
+    def filtered_out(self) -> int:
+        return self.run.totals.filtered_out
 
 CLIENT = "misconfigured client"
 LIKELY = "likely misconfigured client"
@@ -123,6 +154,7 @@ def record(window: int, packets: int, first_s: int, last_s: int) -> Record:
         family=4,
         plan="residential",
         action="drop",
+        rule=None,
         window_start=start,
         window_end=start + 300_000,
         first_seen=start + first_s * 1000,
@@ -263,7 +295,7 @@ def test_report_fields_of_a_multi_plan_source() -> None:
     )
     # first-seen order, not text order: window 0's sample came first
     assert d["destinations_sample"] == ["192.0.2.9", "192.0.2.10", "192.0.2.1"]
-    first = srcs[0].windows[0]
+    first = agg.run.windows(["100.64.0.9"])["100.64.0.9"][0]  # the chart's per-window data
     assert (first.start, first.end) == (
         record(0, 1, 0, 0).window_start,
         record(0, 1, 0, 0).window_end,
