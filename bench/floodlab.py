@@ -99,6 +99,9 @@ daemon:
   workers: {workers}
   on_daemon_down: static
   counters_interval: 3600
+  # The bench routes rounds to its baselines by inserting jumps ahead of op25b's; the
+  # rule watchdog would "repair" that mid-round, so it checks once an hour here.
+  rules_check_interval: 3600
 {extra}"""
 
 
@@ -218,6 +221,12 @@ class Sent:
 
 
 _CPU_LINE = re.compile(r"(\d+) sec, (\d+) usec on CPU\d+ \((\d+) packets\)")
+
+
+def rx_packets(ns: str, ifname: str) -> int:
+    """Packets *ifname* in *ns* received: what rtr was offered, counted before any table
+    (op25b's verdict cache drops in raw PREROUTING, ahead of rule counters there)."""
+    return int(sh(ns, ["cat", f"/sys/class/net/{ifname}/statistics/rx_packets"]).strip())
 
 
 def parse_trafgen(text: str) -> Sent:

@@ -27,10 +27,12 @@ import signal
 import sys
 import time
 import traceback
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from op25b.daemon.config import Overrides, apply_overrides
+from op25b.daemon.loadchild import load_compiled
 from op25b.daemon.lock import NamespaceLock
 from op25b.daemon.metricshub import Channel, MetricsHub
 from op25b.daemon.reload import trim_memory
@@ -48,8 +50,7 @@ from op25b.errors import EXIT_ENVIRONMENT, EXIT_INVALID, EnvironmentFailure, Op2
 from op25b.kernel import integrity
 from op25b.kernel.ruletext import RuleConfig
 from op25b.kernel.seam import Kernel, SystemKernel
-from op25b.policy.compiled import CompiledPolicy, compile_policy
-from op25b.policy.loader import load_policy
+from op25b.policy.compiled import CompiledPolicy
 from op25b.policy.model import DaemonConfig, Policy
 from op25b.policy.problems import PolicyError
 
@@ -82,9 +83,23 @@ def run(
     """
     notifier = Notifier() if notifier is None else notifier
     progress = Progress(notifier)
+    phases = ExitStack()
+
+    def loaded(policy: Policy) -> None:
+        # The loader child compiles from here on: systemd hears that phase.
+        size = prefix_count(policy)
+        phases.close()
+        allowed = budget(COMPILE_PER_MILLION, size)
+        phases.enter_context(progress.phase(f"compiling {size:,} prefixes", allowed))
+
     try:
-        with progress.phase(f"loading {policy_path}"):
-            policy = load_policy(policy_path, progress=progress.loaded).policy
+        # In a child: the loader's garbage never enters the daemon's heap (start-up RSS
+        # and high-water mark stay at what the compiled policy needs).
+        with phases:
+            phases.enter_context(progress.phase(f"loading {policy_path}"))
+            policy, compiled = load_compiled(
+                policy_path, background=False, on_policy=loaded, progress=progress.loaded
+            )
         cfg = apply_overrides(policy.daemon, overrides)
     except PolicyError as e:
         print(e, file=err)
@@ -104,7 +119,7 @@ def run(
     try:
         with _Metrics(cfg) as metrics:
             code = _run_locked(
-                policy_path, policy, cfg, kernel, progress, lock, err, state_file, metrics
+                policy_path, policy, compiled, cfg, kernel, progress, lock, err, state_file, metrics
             )
             metrics.clean = code == 0
             return code
@@ -164,6 +179,7 @@ class _Metrics:
 def _run_locked(
     policy_path: str,
     policy: Policy,
+    compiled: CompiledPolicy,
     cfg: DaemonConfig,
     kernel: Kernel,
     progress: Progress,
@@ -174,8 +190,6 @@ def _run_locked(
 ) -> int:
     notifier = progress.notifier
     size = prefix_count(policy)
-    with progress.phase(f"compiling {size:,} prefixes", budget(COMPILE_PER_MILLION, size)):
-        compiled = compile_policy(policy)
     worker = Worker(
         policy_path, policy, compiled, cfg, index=0, kernel=kernel, notifier=notifier, err=err
     )

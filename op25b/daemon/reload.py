@@ -1,8 +1,11 @@
 """Policy reloads off the verdict path, and disposing of the policy they replace.
 
-A reload runs in a background thread: load and compile (CPU work in slices, see
-``op25b.util.slices``), then the kernel update, which ``SystemKernel`` performs in a
-forked child. The result goes back to the loop as a ``Loaded``; the loop swaps the
+A reload runs in a background thread that waits on two forked children in turn: one
+loads and compiles the new policy and hands the compiled tables over
+(``op25b.daemon.loadchild``), then ``SystemKernel`` updates the kernel sets in another.
+While both run, the old policy and its kernel rules stay in force untouched (verdicts
+go on; the fail-static fallback stays that of the old policy until the new sets are
+swapped in). The result goes back to the loop as a ``Loaded``; the loop swaps the
 new policy in at once. Whatever fails — a bad policy, a kernel command, a hung
 command's timeout, MemoryError — ends the reload with a message and leaves the
 daemon enforcing the old policy (and its rules, which are never removed on an error
@@ -12,12 +15,15 @@ path), ready for the next SIGHUP.
 from __future__ import annotations
 
 import ctypes
+import threading
 import time
 import traceback
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from op25b.daemon.loadchild import load_compiled
 from op25b.daemon.sdnotify import Notifier
 from op25b.daemon.startup import (
     COMPILE_PER_MILLION,
@@ -28,8 +34,7 @@ from op25b.daemon.startup import (
 )
 from op25b.kernel.ruletext import RuleConfig
 from op25b.kernel.seam import Kernel
-from op25b.policy.compiled import CompiledPolicy, compile_policy
-from op25b.policy.loader import load_policy
+from op25b.policy.compiled import CompiledPolicy
 from op25b.policy.model import Policy
 from op25b.policy.problems import PolicyError
 
@@ -44,8 +49,8 @@ class Loaded:
     seconds: float
     sets_only: bool = False
     rules_changed: bool = False
-    # The kernel update was started: after a failure the kernel may be half updated
-    # and the watchdog must put the last good state back (a refused load never is).
+    # The kernel update began: on a failure the watchdog puts the last good state back
+    # (a refused policy never touched the kernel, so there is nothing to put back).
     kernel_touched: bool = False
 
 
@@ -81,49 +86,116 @@ def reload_policy(
 ) -> Loaded:
     """Load, compile and (leader) put into the kernel; never raises.
 
+    The kernel update starts as soon as the loader child has sent the policy (the
+    sets need nothing else), beside the child's compile; the result waits for both.
     ``progress`` (a full reload by the leader) tells systemd each step in STATUS=
     and asks for time while it runs (systemd times the RELOADING=1 state too).
     """
     t0 = time.monotonic()
-    touched = False
     tell = progress or Progress(Notifier({}))  # no NOTIFY_SOCKET: silent, no thread
+    update = _KernelUpdate(kernel, current, leader, sets_only, clock)
+    phases = ExitStack()
     try:
-        if sets_only:
-            policy, compiled = current, None
-        else:
-            with tell.phase(f"reloading {path}"):
-                policy = load_policy(path, progress=tell.loaded).policy
-            why = refuse_reason(current, policy)
-            if why is not None:
-                return Loaded(None, None, why, time.monotonic() - t0)
-            size = prefix_count(policy)
-            with tell.phase(
-                f"reloading: compiling {size:,} prefixes", budget(COMPILE_PER_MILLION, size)
-            ):
-                compiled = compile_policy(policy)
-            trim_memory()  # the loader's garbage is gone by now
-        changed = False
-        if leader:
-            new_cfg = RuleConfig.from_policy(policy)
-            changed = not sets_only and new_cfg != RuleConfig.from_policy(current)
-            touched = True
-            size = prefix_count(policy)
-            with tell.phase("reloading: updating the kernel", budget(INSTALL_PER_MILLION, size)):
-                if changed:
-                    kernel.install(new_cfg, policy, clock())
-                else:
-                    kernel.update_sets(policy, clock())
-        return Loaded(policy, compiled, None, time.monotonic() - t0, sets_only, changed)
-    except PolicyError as e:
+        with phases:
+            if sets_only:
+                policy, compiled = current, None
+                update.start(current)
+            else:
+
+                def loaded(policy: Policy) -> None:
+                    size = prefix_count(policy)
+                    phases.close()  # the load phase ends here
+                    text = f"reloading: compiling {size:,} prefixes"
+                    phases.enter_context(tell.phase(text, budget(COMPILE_PER_MILLION, size)))
+                    update.start(policy)
+
+                phases.enter_context(tell.phase(f"reloading {path}"))
+                policy, compiled = load_compiled(
+                    path, background=True, on_policy=loaded, progress=tell.loaded
+                )
+            phases.close()
+            if update.touched:
+                allowed = budget(INSTALL_PER_MILLION, prefix_count(policy))
+                phases.enter_context(tell.phase("reloading: updating the kernel", allowed))
+            update.wait()
+        return Loaded(policy, compiled, None, time.monotonic() - t0, sets_only, update.changed)
+    except _Refusal as e:
         return Loaded(None, None, str(e), time.monotonic() - t0, sets_only)
+    except PolicyError as e:
+        update.wait_quietly()
+        return Loaded(None, None, str(e), time.monotonic() - t0, sets_only, False, update.touched)
     except MemoryError:
+        update.wait_quietly()
         message = "out of memory while loading"
-        return Loaded(None, None, message, time.monotonic() - t0, sets_only, False, touched)
+        return Loaded(None, None, message, time.monotonic() - t0, sets_only, False, update.touched)
     except Exception as e:  # a kernel command, a bug: still a refused reload, never a dead one
+        update.wait_quietly()
         where = traceback.extract_tb(e.__traceback__)[-1:] if e.__traceback__ else []
         at = f" (at {where[0].filename}:{where[0].lineno})" if where else ""
         message = f"{type(e).__name__}: {e}{at}"
-        return Loaded(None, None, message, time.monotonic() - t0, sets_only, False, touched)
+        return Loaded(None, None, message, time.monotonic() - t0, sets_only, False, update.touched)
+
+
+class _Refusal(Exception):
+    """The new policy cannot be applied in place (``refuse_reason``)."""
+
+
+class _KernelUpdate:
+    """A reload's kernel update on its own thread (it waits on a forked child)."""
+
+    def __init__(
+        self,
+        kernel: Kernel,
+        current: Policy,
+        leader: bool,
+        sets_only: bool,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.kernel = kernel
+        self.current = current
+        self.leader = leader
+        self.sets_only = sets_only
+        self.clock = clock
+        self.touched = False
+        self.changed = False
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def start(self, policy: Policy) -> None:
+        """Begin the update for ``policy`` (the loader child's on_policy hook)."""
+        why = refuse_reason(self.current, policy)
+        if why is not None:
+            raise _Refusal(why)
+        if not self.leader:
+            return
+        new_cfg = RuleConfig.from_policy(policy)
+        self.changed = not self.sets_only and new_cfg != RuleConfig.from_policy(self.current)
+        self.touched = True
+        self._thread = threading.Thread(
+            target=self._run, args=(new_cfg, policy), name="op25b-kernel-update", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, new_cfg: RuleConfig, policy: Policy) -> None:
+        try:
+            if self.changed:
+                self.kernel.install(new_cfg, policy, self.clock())
+            else:
+                self.kernel.update_sets(policy, self.clock())
+        except BaseException as e:  # raised again by wait()
+            self._error = e
+
+    def wait(self) -> None:
+        """Wait for the update; its error is raised here."""
+        if self._thread is not None:
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def wait_quietly(self) -> None:
+        """Wait for the update on a failure path (the first error is the one told)."""
+        if self._thread is not None:
+            self._thread.join()
 
 
 def trim_memory() -> None:

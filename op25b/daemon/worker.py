@@ -27,6 +27,7 @@ from op25b.daemon.abuselog import AbuseLogWriter
 from op25b.daemon.abuselogthread import AbuseLogThread
 from op25b.daemon.countersline import CounterReporter
 from op25b.daemon.metricshub import Sample, take_sample
+from op25b.daemon.notices import NewSourceNotices
 from op25b.daemon.reload import Loaded, dispose, reload_policy
 from op25b.daemon.sdnotify import Notifier
 from op25b.daemon.signals import SignalFlags
@@ -44,7 +45,6 @@ from op25b.kernel.queuestats import QueueStats
 from op25b.kernel.ruletext import RuleConfig
 from op25b.kernel.seam import Kernel, QueueReader
 from op25b.kernel.setcontents import next_change
-from op25b.policy.addr import format_address
 from op25b.policy.compiled import CompiledPolicy
 from op25b.policy.model import DaemonConfig, Policy, SyslogTransport
 
@@ -99,6 +99,7 @@ class Worker:
         unix_format = "local" if cfg.syslog.transport is SyslogTransport.UNIX else "rfc5424"
         self.syslog = SyslogSender(cfg.syslog, procid=f"{os.getpid()}", unix_format=unix_format)
         self.mirror_stderr = not journal_owns_stderr()
+        self.notices = NewSourceNotices(self.syslog)
         self.aggregator = AbuseAggregator(
             window=cfg.abuse_window,
             v6_aggregate=cfg.v6_aggregate,
@@ -168,6 +169,7 @@ class Worker:
             "abuse_write_errors": log.errors,
             "abuse_log_reopens": log.reopens,
             "syslog_dropped": syslog.dropped,
+            "new_source_notices_summarised": self.notices.limiter.summarised,
             "syslog_errors": syslog.send_errors,
             "callback_errors": self.binding.callback_errors if self.binding else 0,
         }
@@ -234,25 +236,10 @@ class Worker:
             busiest = dict(params)["max_loop_ms"]
             print(f"op25b[{self.queue_num}]: {msg}; max_loop_ms={busiest}", file=self.err)
 
-    def _notify_new_sources(self) -> None:
-        for pkt, d in self.enforcer.new_sources:
-            src = format_address(pkt.version, pkt.src)
-            dst = format_address(pkt.version, pkt.dst)
-            self.syslog.send(
-                Severity.NOTICE,
-                f"blocked source {src} plan={d.plan} action={d.verdict.value} "
-                f"first_destination={dst if pkt.version == 4 else f'[{dst}]'}:{pkt.dport} "
-                f"rule={d.rule}",
-                msgid="blocked",
-                params=(
-                    ("src", src),
-                    ("plan", d.plan or ""),
-                    ("action", d.verdict.value),
-                    ("dst", dst),
-                    ("dport", str(pkt.dport)),
-                ),
-            )
-        self.enforcer.new_sources.clear()
+    def _notify_new_sources(self, final: bool = False) -> None:
+        self.notices.send(self.enforcer.new_sources, time.monotonic())
+        if final:
+            self.notices.flush(time.monotonic(), final=True)
 
     # -- verdict cache and abuse log -------------------------------------------------
 
@@ -441,7 +428,7 @@ class Worker:
                 self.cache.flush()
         if wfd in ready:
             self.flags.drain_wakeups()
-        if self.enforcer.new_sources:
+        if self.enforcer.new_sources or self.notices.limiter.held:
             self._notify_new_sources()
         if self.cache is not None:
             self._account_cache(self.cache.poll())
@@ -527,7 +514,7 @@ class Worker:
         while binding.process():  # what arrived while the rules were being removed
             pass
         binding.close()
-        self._notify_new_sources()
+        self._notify_new_sources(final=True)
         self._write_abuse(self.aggregator.flush_all(self.clock().timestamp()))
         self.abuse_log.close()
         self.send_counters(final=True)

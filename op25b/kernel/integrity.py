@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import pairwise
 
-from op25b.kernel.names import CHAIN, KINDS, NFT_FAMILY, NFT_TABLE, set_name
+from op25b.kernel.names import CHAIN, HOOK_OF, KINDS, NFT_FAMILY, NFT_TABLE, set_name
 
 # The verdict cache changes by itself: only its presence is checked.
 VOLATILE_SETS = frozenset(set_name("block", v) for v in (4, 6))
@@ -63,8 +63,11 @@ class KernelState:
         )
 
 
-def parse_table(saved: str) -> TableState:
-    """op25b's part of one table from ``iptables-save -t TABLE`` output."""
+def parse_table(saved: str, hook: str = "FORWARD") -> TableState:
+    """op25b's part of one table from ``iptables-save -t TABLE`` output.
+
+    ``hook`` is the built-in chain the table's jumps live in (``names.HOOK_OF``).
+    """
     body: list[str] = []
     forward: list[str] = []
     has_chain = False
@@ -73,8 +76,8 @@ def parse_table(saved: str) -> TableState:
             has_chain = True
         elif line.startswith(f"-A {CHAIN} "):
             body.append(line[len(f"-A {CHAIN} ") :])
-        elif line.startswith("-A FORWARD "):
-            forward.append(line[len("-A FORWARD ") :])
+        elif line.startswith(f"-A {hook} "):
+            forward.append(line[len(f"-A {hook} ") :])
     marks = [_jumps_to_chain(rule) for rule in forward]
     jumps = tuple(rule for rule, ours in zip(forward, marks, strict=True) if ours)
     first = all(marks[: len(jumps)])
@@ -118,6 +121,7 @@ def problems(
     for (version, table), want in sorted(expected.tables.items()):
         have = actual.tables.get((version, table), TableState(False, (), (), True))
         where = f"{_family(version)} {table}"
+        hook = HOOK_OF.get(table, "FORWARD")
         if want.has_chain and not have.has_chain:
             out.append(f"{where}: chain {CHAIN} is missing")
         elif have.body != want.body:
@@ -126,11 +130,11 @@ def problems(
                 f" {len(want.body)} installed)"
             )
         if want.jumps and not have.jumps:
-            out.append(f"{where}: the FORWARD jump to {CHAIN} is missing")
+            out.append(f"{where}: the {hook} jump to {CHAIN} is missing")
         elif have.jumps != want.jumps:
-            out.append(f"{where}: the FORWARD jumps to {CHAIN} changed")
+            out.append(f"{where}: the {hook} jumps to {CHAIN} changed")
         elif not have.jumps_first:
-            out.append(f"{where}: the FORWARD jump to {CHAIN} is no longer first")
+            out.append(f"{where}: the {hook} jump to {CHAIN} is no longer first")
     out += _nft_problems(expected.nft, actual.nft)
     for name, count in sorted(expected.sets.items()):
         if name not in PERMANENT_SETS:

@@ -24,12 +24,13 @@ This module is the lowest kernel-facing layer, so it also owns the one error typ
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from op25b.kernel.commands import RulesError, run_command
 from op25b.kernel.names import SET_PREFIX, TMP_SUFFIX, all_set_names, set_name
-from op25b.kernel.setcontents import DEFAULT_BLOCK_MAXELEM, FamilySets, SetContents
+from op25b.kernel.setcontents import DEFAULT_BLOCK_MAXELEM, FamilySets, SetContents, SubsKeys
 from op25b.policy.addr import format_address, parse_address, prefix_text
 
 # The smallest sizes ipset would pick anyway; larger policies get sizes from their count
@@ -74,33 +75,50 @@ def _static_sets(fam: FamilySets) -> list[tuple[str, str, list[str]]]:
             "hash:net",
             [prefix_text(p) + (" nomatch" if nm else "") for p, nm in fam.allow],
         ),
-        (set_name("subs", v), "hash:net", [prefix_text(p) for p in fam.subs]),
+        (set_name("subs", v), "hash:net", fam.subs.texts()),
     ]
 
 
-def render_load(contents: SetContents) -> str:
-    """Phase 1 of a replace: create and fill every ``-tmp`` set. Touches no live set."""
+def render_load(contents: SetContents, skip: Collection[str] = ()) -> str:
+    """Phase 1 of a replace: create and fill every ``-tmp`` set. Touches no live set.
+
+    Sets named in ``skip`` are left out (their live contents are already right).
+    """
+    return "".join(render_load_family(fam, skip) for fam in (contents.v4, contents.v6))
+
+
+def render_load_family(fam: FamilySets, skip: Collection[str] = ()) -> str:
+    """``render_load`` for one family's sets."""
     out: list[str] = []
-    for fam in (contents.v4, contents.v6):
-        for name, settype, entries in _static_sets(fam):
-            tmp = name + TMP_SUFFIX
-            out.append(_create_line(tmp, settype, fam.version, len(entries)))
-            out.extend(f"add {tmp} {e}\n" for e in entries)
+    for name, settype, entries in _static_sets(fam):
+        if name in skip:
+            continue
+        tmp = name + TMP_SUFFIX
+        out.append(_create_line(tmp, settype, fam.version, len(entries)))
+        out.extend(f"add {tmp} {e}\n" for e in entries)
     return "".join(out)
 
 
-def render_swap(contents: SetContents, existing: Iterable[str], destroy: bool = True) -> str:
+def render_swap(
+    contents: SetContents,
+    existing: Iterable[str],
+    destroy: bool = True,
+    skip: Collection[str] = (),
+) -> str:
     """Phase 2: create missing live sets, swap the temporaries in, destroy them.
 
     Swap exchanges the sets whole (entries and sizes) and keeps iptables references
     valid, so a live set is never empty or half loaded. The verdict cache is created if
     missing but not flushed here: the daemon invalidates it by rotation after a reload
-    (a source blocked under the old policy may be exempt under the new one).
+    (a source blocked under the old policy may be exempt under the new one). Sets in
+    ``skip`` (not loaded by ``render_load``) are not swapped.
     """
     have = set(existing)
     out: list[str] = []
     for fam in (contents.v4, contents.v6):
         for name, settype, _ in _static_sets(fam):
+            if name in skip:
+                continue
             if name not in have:
                 out.append(_create_line(name, settype, fam.version, 0))
             out.append(f"swap {name}{TMP_SUFFIX} {name}\n")
@@ -116,6 +134,52 @@ def render_swap(contents: SetContents, existing: Iterable[str], destroy: bool = 
                 )
             )
     return "".join(out)
+
+
+# A set is edited in place instead of replaced when it is big and the change is small:
+# replacing a 1M-entry set costs loading 1M entries and draining 1M old ones (~20 s of
+# a reload, measured), editing it costs the difference.
+_EDIT_ABOVE = 50_000
+_EDIT_FRACTION = 4  # at most 1/4 of the entries change
+
+
+def plan_changes(
+    contents: SetContents, previous: SetContents | None, existing: Collection[str]
+) -> tuple[set[str], str]:
+    """(sets needing no load, the in-place edit text) for a reload from ``previous``.
+
+    A set whose entries are unchanged is left alone. The ``subs`` set (plain hash:net,
+    no ``nomatch``), when big and changed a little, is edited in place: additions
+    first, then deletions, so a source whose prefix moves between plans is a
+    subscriber throughout. Every other changed set is replaced whole (tmp + swap).
+    Compared as packed ints, not text: ~0.1 s for two 1M-entry sets.
+    """
+    if previous is None:
+        return set(), ""
+    skip: set[str] = set()
+    edits: list[str] = []
+    for new, old in ((contents.v4, previous.v4), (contents.v6, previous.v6)):
+        v = new.version
+        for kind, same in (("mta", new.mta == old.mta), ("allow", new.allow == old.allow)):
+            if same and set_name(kind, v) in existing:
+                skip.add(set_name(kind, v))
+        name = set_name("subs", v)
+        if name not in existing:
+            continue
+        if new.subs == old.subs:
+            skip.add(name)
+            continue
+        size = len(old.subs)
+        if size < _EDIT_ABOVE or len(new.subs) > _sizes(size)[1]:
+            continue
+        new_keys, old_keys = set(new.subs.keys), set(old.subs.keys)
+        added, gone = sorted(new_keys - old_keys), sorted(old_keys - new_keys)
+        if (len(added) + len(gone)) * _EDIT_FRACTION > size:
+            continue
+        skip.add(name)
+        edits += [f"add {name} {e}\n" for e in SubsKeys(v, added).texts()]
+        edits += [f"del {name} {e}\n" for e in SubsKeys(v, gone).texts()]
+    return skip, "".join(edits)
 
 
 # ---------------------------------------------------------------- kernel operations
@@ -137,26 +201,55 @@ def destroy_sets(names: Iterable[str], cmd_prefix: Sequence[str] = ()) -> None:
         run_command(["ipset", "restore"], cmd_prefix, "".join(f"destroy {n}\n" for n in todo))
 
 
-def apply_sets(contents: SetContents, cmd_prefix: Sequence[str] = (), gentle: bool = False) -> None:
+def apply_sets(
+    contents: SetContents,
+    cmd_prefix: Sequence[str] = (),
+    gentle: bool = False,
+    previous: SetContents | None = None,
+) -> None:
     """Load ``contents`` atomically per set (tmp set + swap); creates missing sets.
 
     Leftover temporaries of a crashed run are destroyed first. If loading fails no
     live set has changed; the temporaries are destroyed and RulesError raised.
     ``gentle`` (reloads) drains the replaced big sets in batches before destroying them.
+    ``previous`` (what the live sets hold now) lets unchanged sets stay as they are and
+    a big ``subs`` set be edited in place (``plan_changes``).
     """
     tmps = [n for n in all_set_names() if n.endswith(TMP_SUFFIX)]
     destroy_sets(tmps, cmd_prefix)
+    skip, edits = plan_changes(contents, previous, list_sets(cmd_prefix))
     try:
-        run_command(["ipset", "restore"], cmd_prefix, render_load(contents))
+        _load_families(contents, skip, cmd_prefix)
     except RulesError:
         destroy_sets(tmps, cmd_prefix)
         raise
-    run_command(
-        ["ipset", "restore"], cmd_prefix, render_swap(contents, list_sets(cmd_prefix), not gentle)
-    )
+    if edits:
+        run_command(["ipset", "restore", "-exist"], cmd_prefix, edits)
+    swap = render_swap(contents, list_sets(cmd_prefix), not gentle, skip)
+    if swap:
+        run_command(["ipset", "restore"], cmd_prefix, swap)
     if gentle:
         for tmp in tmps:
             drain_and_destroy(tmp, cmd_prefix)
+
+
+def _load_families(contents: SetContents, skip: Collection[str], cmd_prefix: Sequence[str]) -> None:
+    """Fill the v4 and v6 temporaries with two concurrent ``ipset restore`` runs.
+
+    The v6 text is rendered while the v4 restore parses and loads (the tool's own
+    parsing is ~40% of a load's CPU, measured at 1M entries), so on two cores the
+    phase costs about its larger half.
+    """
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = []
+        for fam in (contents.v4, contents.v6):
+            text = render_load_family(fam, skip)
+            if text:
+                futures.append(pool.submit(run_command, ["ipset", "restore"], cmd_prefix, text))
+        errors = [f.exception() for f in futures]
+    for error in errors:
+        if error is not None:
+            raise error
 
 
 # A big set destroyed at once is freed by the kernel in RCU callbacks, a burst of

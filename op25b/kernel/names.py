@@ -28,6 +28,10 @@ NFT_FAMILY = "inet"
 NFT_TABLE = "op25b"
 
 
+# The built-in chain each of op25b's tables jumps from. ``raw`` (before conntrack and
+# routing) holds only the verdict cache's drop, and only while it is in use.
+HOOK_OF = {"filter": "FORWARD", "mangle": "FORWARD", "raw": "PREROUTING"}
+
 SET_PREFIX = "op25b-"
 KINDS = ("mta", "allow", "subs", "block")
 TMP_SUFFIX = "-tmp"

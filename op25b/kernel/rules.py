@@ -16,10 +16,18 @@ from collections.abc import Sequence
 from op25b.kernel.commands import run_command
 from op25b.kernel.integrity import KernelState, parse_set_headers, parse_table
 from op25b.kernel.ipsets import apply_sets, destroy_sets, list_sets
-from op25b.kernel.names import CHAIN, NFT_FAMILY, NFT_TABLE, SET_PREFIX, all_set_names, set_name
+from op25b.kernel.names import (
+    CHAIN,
+    HOOK_OF,
+    NFT_FAMILY,
+    NFT_TABLE,
+    SET_PREFIX,
+    all_set_names,
+    set_name,
+)
 from op25b.kernel.nfttext import parse_table as parse_nft_table
 from op25b.kernel.nfttext import render_table, render_table_removal, table_present
-from op25b.kernel.ruletext import TABLES, RuleConfig, render_removal, render_rules
+from op25b.kernel.ruletext import ALL_TABLES, RuleConfig, render_removal, render_rules
 from op25b.kernel.setcontents import SetContents
 
 
@@ -77,11 +85,13 @@ def install_rules(cfg: RuleConfig, cmd_prefix: Sequence[str] = ()) -> None:
 
 def read_state(cmd_prefix: Sequence[str] = ()) -> KernelState:
     """op25b's rules and sets as they are now (see ``op25b.kernel.integrity``)."""
-    tables = {
-        (v, table): parse_table(run_command([_binary(v, "-save"), "-t", table], cmd_prefix))
-        for v in (4, 6)
-        for table in TABLES
-    }
+    tables = {}
+    for v in (4, 6):
+        # One save of the tables that exist: ``-t raw`` would create a raw table (and
+        # its hook) in a namespace that has none when the verdict cache is off.
+        sections = _sections(_save(v, cmd_prefix))
+        for table in ALL_TABLES:
+            tables[(v, table)] = parse_table(sections.get(table, ""), HOOK_OF[table])
     listing = run_command(["ipset", "list", "-t"], cmd_prefix)
     sets = {
         name: n for name, n in parse_set_headers(listing).items() if name.startswith(SET_PREFIX)
@@ -89,12 +99,28 @@ def read_state(cmd_prefix: Sequence[str] = ()) -> KernelState:
     return KernelState(tables, sets, parse_nft_table(nft_table(cmd_prefix)))
 
 
-def update_sets(sets: SetContents, cmd_prefix: Sequence[str] = ()) -> None:
+def _sections(saved: str) -> dict[str, str]:
+    """``iptables-save`` output split per table (``*name`` .. ``COMMIT``)."""
+    out: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in saved.splitlines():
+        if line.startswith("*"):
+            current = out.setdefault(line[1:].strip(), [])
+        elif current is not None:
+            current.append(line)
+    return {t: "\n".join(lines) + "\n" for t, lines in out.items()}
+
+
+def update_sets(
+    sets: SetContents, cmd_prefix: Sequence[str] = (), previous: SetContents | None = None
+) -> None:
     """Reload: swap new set contents in (rules untouched; the daemon rotates the cache).
 
-    The replaced sets are drained in batches before they go (see ``drain_and_destroy``).
+    The replaced sets are drained in batches before they go (see ``drain_and_destroy``);
+    with ``previous`` (the live contents) unchanged sets stay and a big ``subs`` set is
+    edited in place (``op25b.kernel.ipsets.plan_changes``).
     """
-    apply_sets(sets, cmd_prefix, gentle=True)
+    apply_sets(sets, cmd_prefix, gentle=True, previous=previous)
 
 
 def remove(cmd_prefix: Sequence[str] = ()) -> None:

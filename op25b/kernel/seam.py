@@ -91,6 +91,10 @@ class SystemKernel:
     def __init__(self, cmd_prefix: Sequence[str] = (), *, isolate: bool = True) -> None:
         self.cmd_prefix = tuple(cmd_prefix)
         self.isolate = isolate
+        # The policy and instant the live sets were last computed from: a reload then
+        # touches only the sets that change (op25b.kernel.ipsets.plan_changes). The
+        # daemon disposes of a replaced policy only after the update that replaced it.
+        self._loaded: tuple[Policy, datetime] | None = None
 
     def _run(self, work: Callable[[], None], what: str) -> None:
         if self.isolate:
@@ -100,15 +104,22 @@ class SystemKernel:
 
     def install(self, cfg: RuleConfig, policy: Policy, now: datetime) -> None:
         """See ``Kernel.install``."""
+        self._loaded = None  # until it succeeds, the live sets are unknown
         self._run(
             lambda: rules.install(cfg, compute_sets(policy, now), self.cmd_prefix), "op25b-install"
         )
+        self._loaded = (policy, now)
 
     def update_sets(self, policy: Policy, now: datetime) -> None:
         """See ``Kernel.update_sets``."""
-        self._run(
-            lambda: rules.update_sets(compute_sets(policy, now), self.cmd_prefix), "op25b-sets"
-        )
+        loaded, self._loaded = self._loaded, None
+
+        def work() -> None:
+            previous = compute_sets(*loaded) if loaded is not None else None
+            rules.update_sets(compute_sets(policy, now), self.cmd_prefix, previous)
+
+        self._run(work, "op25b-sets")
+        self._loaded = (policy, now)
 
     def install_rules(self, cfg: RuleConfig) -> None:
         """See ``Kernel.install_rules``."""
@@ -120,6 +131,7 @@ class SystemKernel:
 
     def remove(self) -> None:
         """See ``Kernel.remove``."""
+        self._loaded = None
         rules.remove(self.cmd_prefix)
 
     def queue_stats(self, queues: Iterable[int]) -> dict[int, QueueStats]:

@@ -9,14 +9,59 @@ most specific entry wins, a ``nomatch`` entry is a non-match) give exactly what
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import socket
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import overload
 
 from op25b.policy.addr import bits
 from op25b.policy.model import Policy, Prefix
 
 DEFAULT_BLOCK_MAXELEM = 1 << 20  # a botnet can be large; entries time out anyway
+
+
+class SubsKeys(Sequence[Prefix]):
+    """Every plan prefix of one family, sorted, as packed ints (``net << 8 | len``).
+
+    The ``subs`` set holds every plan prefix: a million ``Prefix`` objects would cost
+    more than computing all the sets; this keeps the ints and builds objects on access.
+    """
+
+    __slots__ = ("keys", "version")
+
+    def __init__(self, version: int, keys: list[int]) -> None:
+        self.version = version
+        self.keys = keys
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @overload
+    def __getitem__(self, i: int) -> Prefix: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[Prefix]: ...
+    def __getitem__(self, i: int | slice) -> Prefix | Sequence[Prefix]:
+        if isinstance(i, slice):
+            return tuple(_prefix(self.version, k) for k in self.keys[i])
+        return _prefix(self.version, self.keys[i])
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, SubsKeys):
+            return (self.version, self.keys) == (other.version, other.keys)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash((self.version, len(self.keys)))
+
+    def texts(self) -> list[str]:
+        """Every entry as ipset writes it (``a.b.c.d/len``, ``x::/len``)."""
+        af = socket.AF_INET if self.version == 4 else socket.AF_INET6
+        size = 4 if self.version == 4 else 16
+        ntop = socket.inet_ntop
+        return [
+            f"{ntop(af, (k >> _LEN_BITS).to_bytes(size, 'big'))}/{k & _LEN_MASK}" for k in self.keys
+        ]
 
 
 @dataclass(frozen=True)
@@ -26,7 +71,7 @@ class FamilySets:
     version: int
     mta: tuple[int, ...]  # addresses
     allow: tuple[tuple[Prefix, bool], ...]  # (prefix, nomatch)
-    subs: tuple[Prefix, ...]
+    subs: SubsKeys
 
 
 @dataclass(frozen=True)
@@ -43,41 +88,49 @@ class SetContents:
         return self.v4 if version == 4 else self.v6
 
 
-_Key = tuple[int, int]  # (network, length)
+# A prefix as one int: network << 8 | length. Sorting these orders by network, then
+# shorter (enclosing) first; dicts and sets of them cost a third of (net, len) tuples.
+_LEN_BITS = 8
+_LEN_MASK = 0xFF
 
 
-def _covered_by(
-    key: _Key,
-    table: dict[_Key, bool] | set[_Key],
-    lengths: Iterable[int],
-    width: int,
-    *,
-    strict: bool,
-) -> bool:
-    """True when some entry of ``table`` (at one of ``lengths``) contains ``key``.
+def _packed(version: int, policy_plan_prefixes: Iterable[tuple[int, int, int]]) -> list[int]:
+    return [(n << _LEN_BITS) | ln for v, n, ln in policy_plan_prefixes if v == version]
 
-    Probing each distinct shorter length is O(distinct lengths) per key, which stays
-    small for real policies even with a million pool prefixes.
+
+def _covered(
+    keys: list[int], table: set[int], lengths: Iterable[int], width: int, *, strict: bool
+) -> set[int]:
+    """The keys contained in some entry of ``table`` (entries at one of ``lengths``).
+
+    One comprehension per distinct length (few in real policies) rather than a
+    function call per key: the difference between ~0.1 s and ~1.5 s at 1M prefixes.
     """
-    network, length = key
+    out: set[int] = set()
     for ln in lengths:
-        if ln > length or (strict and ln == length):
-            continue
         shift = width - ln
-        if ((network >> shift) << shift, ln) in table:
-            return True
-    return False
+        out.update(
+            k
+            for k in keys
+            if ((k & _LEN_MASK) > ln or (not strict and (k & _LEN_MASK) == ln))
+            and ((((k >> _LEN_BITS) >> shift) << shift) << _LEN_BITS | ln) in table
+        )
+    return out
 
 
-def _split_zero(entries: dict[_Key, bool], width: int) -> None:
+def _split_zero(entries: dict[int, bool], width: int) -> None:
     """hash:net cannot hold a /0: replace it by the two /1 halves.
 
     An existing /1 entry was more specific than the /0, so it keeps its own flag.
     """
-    if (0, 0) in entries:
-        flag = entries.pop((0, 0))
-        for half in ((0, 1), (1 << (width - 1), 1)):
+    if 0 in entries:  # network 0, length 0
+        flag = entries.pop(0)
+        for half in (1, ((1 << (width - 1)) << _LEN_BITS) | 1):
             entries.setdefault(half, flag)
+
+
+def _prefix(version: int, key: int) -> Prefix:
+    return Prefix(version, key >> _LEN_BITS, key & _LEN_MASK)
 
 
 def family_contents(policy: Policy, version: int, now: datetime) -> FamilySets:
@@ -95,52 +148,50 @@ def family_contents(policy: Policy, version: int, now: datetime) -> FamilySets:
       there although it is less specific;
     - a ``nomatch`` with no entry around it is dropped too: it changes nothing, and
       without this a plain residential pool would be stored twice.
+
+    Works on packed ints from the policy's columns (no object per prefix but the few
+    ``allow`` entries): ~0.5 s instead of ~2.5 s at 1M prefixes.
     """
     width = bits(version)
     mta = sorted({addr for m in policy.provider_mtas for v, addr in m.addresses if v == version})
 
-    plan_flags: dict[_Key, bool] = {}  # key -> exempt
+    plan_flags: dict[int, bool] = {}  # key -> exempt; the first plan listing a prefix wins
     for plan in policy.plans:
-        for p in plan.prefixes:
-            if p.version == version:
-                plan_flags.setdefault((p.network, p.length), plan.exempt)
+        pl = plan.prefixes
+        keys = _packed(version, zip(pl.versions, pl.networks, pl.lengths, strict=True))
+        mine = dict.fromkeys(keys, plan.exempt)
+        mine.update(plan_flags)  # earlier plans override
+        plan_flags = mine
 
     exemptions = {
-        (e.prefix.network, e.prefix.length)
+        (e.prefix.network << _LEN_BITS) | e.prefix.length
         for e in policy.exemptions
         if e.prefix.version == version and e.active(now)
     }
-    exemption_lengths = sorted({ln for _, ln in exemptions})
+    exemption_lengths = sorted({k & _LEN_MASK for k in exemptions})
 
-    allow: dict[_Key, bool] = {}  # key -> nomatch
-    for key, exempt in plan_flags.items():
-        allow[key] = not exempt
-    for key in exemptions:
-        allow[key] = False
-
-    # Both passes look at the original entries (before dropping), so they are
+    # Both filters look at the original entries (before dropping), so they are
     # order-independent: an allow entry is never removed, only nomatch entries.
-    positives = {k for k, nomatch in allow.items() if not nomatch}
-    positive_lengths = sorted({ln for _, ln in positives})
-    for key in [k for k, nomatch in allow.items() if nomatch]:
-        if _covered_by(key, exemptions, exemption_lengths, width, strict=False) or not (
-            _covered_by(key, positives, positive_lengths, width, strict=True)
-        ):
-            del allow[key]
+    positives = {k for k, exempt in plan_flags.items() if exempt} | exemptions
+    positive_lengths = sorted({k & _LEN_MASK for k in positives})
+    nomatch = [k for k, exempt in plan_flags.items() if not exempt and k not in exemptions]
+    kept = _covered(nomatch, positives, positive_lengths, width, strict=True)
+    if kept and exemptions:
+        kept -= _covered(list(kept), exemptions, exemption_lengths, width, strict=False)
+    allow: dict[int, bool] = dict.fromkeys(positives, False)
+    allow.update(dict.fromkeys(kept, True))
 
     _split_zero(allow, width)
     subs_flags = dict.fromkeys(plan_flags, False)
     _split_zero(subs_flags, width)
 
     # Sorted for readable, deterministic restore text. A reload runs this in a forked
-    # child (op25b.daemon.worker.in_child), so its long C calls never stall verdicts.
+    # child (op25b.kernel.isolate), so its long C calls never stall verdicts.
     return FamilySets(
         version=version,
         mta=tuple(mta),
-        allow=tuple(
-            (Prefix(version, n, ln), nomatch) for (n, ln), nomatch in sorted(allow.items())
-        ),
-        subs=tuple(Prefix(version, n, ln) for n, ln in sorted(subs_flags)),
+        allow=tuple((_prefix(version, k), nm) for k, nm in sorted(allow.items())),
+        subs=SubsKeys(version, sorted(subs_flags)),
     )
 
 

@@ -31,6 +31,7 @@ from op25b.policy.model import (
     DaemonConfig,
     Exemption,
     Location,
+    NetworkColumn,
     Plan,
     Policy,
     Prefix,
@@ -338,7 +339,7 @@ class _Walker(NodeReader):
         self.plan_builds.append(build)
         plist = PrefixList(
             versions=bytes(build.versions),
-            networks=build.networks,
+            networks=NetworkColumn.of(build.networks),
             lengths=bytes(build.lengths),
             files=tuple(build.files),
             file_index=bytes(build.file_index),

@@ -341,17 +341,24 @@ def await_cached(lab: Lab, src: str, timeout: float = 10.0) -> None:
         time.sleep(0.02)  # polling a kernel table: there is no event to wait on
 
 
-def test_block_cache_handles_repeat_attempts_in_the_kernel_and_counts_them(
-    start, lab: Lab, tmp_path: Path
-) -> None:
-    policy = with_daemon_keys(write_policy(tmp_path / "p.yaml", "reject"), block_cache_timeout=3600)
+def start_with_cached_bots(start, lab: Lab, tmp_path: Path, action: str):  # type: ignore[no-untyped-def]
+    """The daemon with the verdict cache, after one blocked attempt per bot family."""
+    policy = with_daemon_keys(write_policy(tmp_path / "p.yaml", action), block_cache_timeout=3600)
     r = start(policy)
-    first = probes(lab.bot, [(L.BOT_V4, L.NET_MX_V4, 25), (L.BOT_V6, L.NET_MX_V6, 25)], timeout=5)
-    assert outcomes(first) == ["refused", "refused"]
+    wait = 5 if action == "reject" else 1
+    first = probes(lab.bot, [(L.BOT_V4, L.NET_MX_V4, 25), (L.BOT_V6, L.NET_MX_V6, 25)], wait)
+    assert outcomes(first) == ["refused" if action == "reject" else "timeout"] * 2
     # The daemon hands the source to its ipset thread right after deciding; await the
     # kernel entry (bounded) before sending the repeat attempts.
     await_cached(lab, L.BOT_V4)
     await_cached(lab, L.BOT_V6)
+    return r
+
+
+def test_block_cache_handles_repeat_attempts_in_the_kernel_and_counts_them(
+    start, lab: Lab, tmp_path: Path
+) -> None:
+    r = start_with_cached_bots(start, lab, tmp_path, "reject")
     targets = list(L.NET_MX_EXTRA_V4[:15])
     again = probes(lab.bot, [(L.BOT_V4, mx, 25) for mx in targets], timeout=5)
     assert set(outcomes(again)) == {"refused"}  # rejected by the kernel, still a reset
@@ -364,6 +371,41 @@ def test_block_cache_handles_repeat_attempts_in_the_kernel_and_counts_them(
     by_source = {x["source"]: x for x in r.abuse_records()}
     bot = by_source[L.BOT_V4]
     assert (bot["packets"], bot["kernel_packets"]) == (16, 15)
+
+
+def raw_drops(lab: Lab, binary: str) -> int:
+    """Packets op25b's raw-table chain dropped (iptables-save counters)."""
+    out = run_in(lab.rtr, [binary, "-c", "-t", "raw"], capture_output=True, text=True).stdout
+    m = re.search(r"^\[(\d+):\d+\] -A OP25B -j DROP$", out, re.M)
+    assert m is not None, out
+    return int(m.group(1))
+
+
+def test_block_cache_drops_before_conntrack_and_counts_every_attempt(
+    start, lab: Lab, tmp_path: Path
+) -> None:
+    r = start_with_cached_bots(start, lab, tmp_path, "drop")
+    run_in(lab.rtr, ["conntrack", "-F"], capture_output=True)
+    targets = list(L.NET_MX_EXTRA_V4[:10])
+    again = probes(lab.bot, [(L.BOT_V4, mx, 25) for mx in targets], timeout=1)
+    assert set(outcomes(again)) == {"timeout"}
+    # Dropped in raw PREROUTING: no conntrack entry was ever made for them (the
+    # SYNs are retransmitted within the 1 s timeout, so "at least" one each).
+    assert raw_drops(lab, "iptables-save") >= 10
+    tracked = run_in(
+        lab.rtr, ["conntrack", "-L", "-s", L.BOT_V4, "-p", "tcp", "--dport", "25"],
+        capture_output=True, text=True,
+    ).stdout
+    assert tracked.strip() == ""
+    # The provider MTA stays reachable for a cached bot (decide() allows it).
+    assert outcomes(probes(lab.bot, [(L.BOT_V4, L.ISP_MTA_V4, 25)], timeout=5)) == ["connected"]
+    kernel4, kernel6 = raw_drops(lab, "iptables-save"), raw_drops(lab, "ip6tables-save")
+    assert r.stop() == 0
+    c = r.final_counters()
+    assert c["drop"] == "2"  # only the first attempt per source reached the daemon
+    assert int(c["block_cache"]) == kernel4 + kernel6  # every kernel drop counted once
+    bot = {x["source"]: x for x in r.abuse_records()}[L.BOT_V4]
+    assert bot["kernel_packets"] == kernel4 and bot["packets"] == kernel4 + 1
 
 
 def test_reload_invalidates_the_block_cache(start, lab: Lab, tmp_path: Path) -> None:

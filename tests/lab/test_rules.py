@@ -26,7 +26,7 @@ from builders import make_policy
 
 from op25b.kernel import rules
 from op25b.kernel.commands import RulesError, run_command
-from op25b.kernel.names import set_name
+from op25b.kernel.names import HOOK_OF, set_name
 from op25b.kernel.nfttext import clear_rule, expected_table
 from op25b.kernel.ruletext import RuleConfig, render_rules
 from op25b.kernel.setcontents import compute_sets
@@ -173,6 +173,7 @@ def test_install_shows_chains_and_jumps(ns: list[str]) -> None:
             block_cache=True,
             workers=2,
         ),
+        RuleConfig(guarded_ports=(25,), block_cache=True),  # the cache's drop in raw
     ],
 )
 def test_the_kernel_reads_back_exactly_the_rendered_chains(ns: list[str], cfg: RuleConfig) -> None:
@@ -182,16 +183,18 @@ def test_the_kernel_reads_back_exactly_the_rendered_chains(ns: list[str], cfg: R
     for v, save in ((4, "iptables-save"), (6, "ip6tables-save")):
         text = in_ns(ns, save)
         rendered = render_rules(cfg, v)
-        for table in ("filter", "mangle"):
+        for table in cfg.tables:
+            hook = HOOK_OF[table]
             block = text.split(f"*{table}\n", 1)[1].split("COMMIT", 1)[0]
             want = rendered.split(f"*{table}\n", 1)[1].split("COMMIT", 1)[0]
             assert [ln for ln in block.splitlines() if ln.startswith("-A OP25B")] == [
                 ln for ln in want.splitlines() if ln.startswith("-A OP25B")
             ]
-            jumps = [ln[len("-I FORWARD 1 ") :] for ln in want.splitlines() if ln[:2] == "-I"]
+            jumps = [ln[len(f"-I {hook} 1 ") :] for ln in want.splitlines() if ln[:2] == "-I"]
             assert [ln[3:] for ln in block.splitlines() if "-j OP25B" in ln] == [
-                f"FORWARD {j}" for j in reversed(jumps)
+                f"{hook} {j}" for j in reversed(jumps)
             ]
+        assert ("*raw" in rendered) == cfg.uses_raw_cache
     assert rules.read_state(ns).nft == expected_table(cfg.guarded_ports)
 
 
@@ -214,10 +217,11 @@ def test_remove_restores_everything_and_leaves_others_alone(
     rules.remove(ns)
     after = snapshot(ns)
     for fam in ("v4", "v6"):
-        if "*mangle" not in before[fam]:
-            # iptables-nft cannot delete a table: a mangle table our install created
-            # stays, empty (built-in chains, policy ACCEPT, no rules): behaviourally absent.
-            after[fam] = drop_empty_table(after[fam], "mangle")
+        for table in ("mangle", "raw"):  # raw: the verdict cache's drop
+            if f"*{table}" not in before[fam]:
+                # iptables-nft cannot delete a table: a table our install created stays,
+                # empty (built-in chains, policy ACCEPT, no rules): behaviourally absent.
+                after[fam] = drop_empty_table(after[fam], table)
     assert after == before
     rules.remove(ns)  # safe when nothing is installed
     assert own_sets(ns) == []

@@ -370,15 +370,27 @@ def test_fast_path_and_block_cache() -> None:
         "-m mark --mark 0xb00000/0xf00000 -j RETURN",
         "-j NFQUEUE --queue-num 0 --queue-bypass",
     ]
-    # block cache alone still lets blocked sources reach the provider MTA first
+    assert "*raw" not in render_rules(cfg, 4)  # REJECT exists only in filter: no raw part
+    # block cache with drop: the drop happens in raw PREROUTING, before conntrack; the
+    # provider MTA stays reachable there and in mangle
     cfg = RuleConfig(guarded_ports=(25,), block_cache=True)
-    chain = _chain(render_rules(cfg, 6), "mangle")
-    assert chain[3:] == [
+    text = render_rules(cfg, 6)
+    assert _chain(text, "mangle")[3:] == [
         f"-m set --match-set op25b-mta6 dst {mark}",
         "-m mark --mark 0xa00000/0xf00000 -j RETURN",
-        "-m set --match-set op25b-block6 src -j DROP",
         "-j NFQUEUE --queue-num 0 --queue-bypass",
     ]
+    assert _chain(text, "raw") == ["-j DROP"]
+    raw = text.split("*raw\n", 1)[1].split("COMMIT", 1)[0]
+    (jump,) = [ln for ln in raw.splitlines() if ln.startswith("-I ")]
+    # Not to a provider MTA, from a cached source (each a subscriber the daemon
+    # blocked); the MTA test first, so the block set counts dropped packets only.
+    assert jump == (
+        "-I PREROUTING 1 -p tcp -m multiport --dports 25 -m set ! --match-set op25b-mta6 dst"
+        " -m set --match-set op25b-block6 src -m comment --comment op25b -j OP25B"
+    )
+    assert text.index("*raw") > text.index("*mangle")  # installed last
+    assert cfg.tables == ("filter", "mangle", "raw")
     # monitor never caches a block
     cfg = RuleConfig(guarded_ports=(25,), block_cache=True, action=Action.MONITOR)
     assert "op25b-block" not in render_rules(cfg, 4)
@@ -416,6 +428,27 @@ def test_removal_deletes_exactly_ours_mangle_first() -> None:
         "-F OP25B\n-X OP25B\nCOMMIT\n"
     )
     assert render_removal("*filter\n:FORWARD ACCEPT [0:0]\n-A FORWARD -j OTHER\nCOMMIT\n") == ""
+
+
+RAW_SAVED = SAVED + """*raw
+:PREROUTING ACCEPT [0:0]
+:OP25B - [0:0]
+-A PREROUTING -p tcp -m multiport --dports 25 -m set --match-set op25b-subs4 src -j OP25B
+-A OP25B -m set --match-set op25b-block4 src -j DROP
+COMMIT
+"""
+
+
+def test_raw_part_goes_first_and_when_the_cache_is_switched_off() -> None:
+    removal = render_removal(RAW_SAVED)
+    assert removal.startswith(
+        "*raw\n-D PREROUTING -p tcp -m multiport --dports 25 -m set --match-set op25b-subs4 src"
+        " -j OP25B\n-F OP25B\n-X OP25B\nCOMMIT\n*mangle\n"
+    )
+    text = render_rules(RuleConfig(guarded_ports=(25,)), 4, saved=RAW_SAVED)
+    assert text.endswith(removal.split("*mangle")[0])  # no cache any more: raw removed
+    cached = render_rules(RuleConfig(guarded_ports=(25,), block_cache=True), 4, saved=RAW_SAVED)
+    assert cached.count("*raw") == 1 and "-D PREROUTING" in cached  # replaced, not doubled
 
 
 def test_install_replaces_leftovers_in_one_transaction() -> None:
