@@ -28,8 +28,6 @@ from typing import BinaryIO, TypeVar
 T = TypeVar("T")
 
 _PR_SET_PDEATHSIG = 1
-# Failure report: this marker, the exception's type name, NUL, its message.
-_FAILED = b"\0op25b-child-failed\0"
 # Nice value of a "background" child. Not SCHED_IDLE: on a loaded machine an idle-class
 # task gets almost no CPU at all (weight 3 against 1024), so a reload could take minutes;
 # nice 10 still leaves ~90% of a shared core to the verdict loop.
@@ -83,12 +81,16 @@ def run_forked(
     """
     parent = os.getpid()
     r, w = os.pipe()
+    # Failures travel apart from the result: a reader may have consumed part of a
+    # report written after a half-written result.
+    er, ew = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: no return, no atexit handlers, no parent buffers flushed
         code = 0
         out = os.fdopen(w, "wb", buffering=1 << 20)
         try:
             os.close(r)
+            os.close(er)
             # The daemon's signal wake-up fd is about to be closed below; left set, the
             # first SIGCHLD (from the child's own ipset/iptables runs) would write to a
             # closed descriptor -- a traceback on the daemon's stderr -- or, once the
@@ -96,39 +98,39 @@ def run_forked(
             with contextlib.suppress(ValueError):
                 signal.set_wakeup_fd(-1)
             _die_with_parent(parent)
-            os.closerange(3, w)
-            os.closerange(w + 1, os.sysconf("SC_OPEN_MAX"))
+            keep = sorted((w, ew))
+            os.closerange(3, keep[0])
+            os.closerange(keep[0] + 1, keep[1])
+            os.closerange(keep[1] + 1, os.sysconf("SC_OPEN_MAX"))
             if background:
                 _step_aside()
             work(out)
             out.flush()
         except BaseException as e:
             code = 1
-            with contextlib.suppress(OSError, ValueError):
-                text = f"{type(e).__name__}\0{e}".encode("utf-8", "replace")[:8192]
-                out.write(_FAILED + text)
-                out.flush()
+            with contextlib.suppress(OSError):
+                # At most 8 KiB: below a pipe's capacity, so this never blocks.
+                os.write(ew, f"{type(e).__name__}\0{e}".encode("utf-8", "replace")[:8192])
         finally:
             os._exit(code)
     os.close(w)
+    os.close(ew)
     result: T | None = None
     broken: Exception | None = None
     try:
         with os.fdopen(r, "rb") as pipe:
-            first = pipe.peek(len(_FAILED))[: len(_FAILED)]
-            if first != _FAILED:
-                try:
-                    result = read(pipe)
-                except Exception as e:  # a child that died mid-write; its status says why
-                    broken = e
-            rest = pipe.read()
+            try:
+                result = read(pipe)
+            except Exception as e:  # a child that failed or died mid-write; see below
+                broken = e
+            pipe.read()  # whatever the reader left: the child never blocks on a full pipe
     finally:
         _, status = os.waitpid(pid, 0)
+        with os.fdopen(er, "rb") as errors:
+            report = errors.read()
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
-        at = rest.find(_FAILED)
-        if first == _FAILED or at >= 0:
-            report = rest[at + len(_FAILED) :] if at >= 0 else rest[len(_FAILED) :]
+        if report:
             kind, _, message = report.decode("utf-8", "replace").partition("\0")
             raise ChildFailed(kind, message)
         raise ChildFailed("", f"child exited with {code}")
