@@ -35,7 +35,7 @@ from op25b.daemon.config import Overrides, apply_overrides
 from op25b.daemon.loadchild import load_compiled
 from op25b.daemon.lock import NamespaceLock
 from op25b.daemon.metricshub import Channel, MetricsHub
-from op25b.daemon.reload import trim_memory
+from op25b.daemon.reload import pin_mmap_threshold, trim_memory
 from op25b.daemon.sdnotify import Notifier
 from op25b.daemon.startup import (
     COMPILE_PER_MILLION,
@@ -81,6 +81,7 @@ def run(
     kernel, none with an injected one) records the installed state for
     ``op25b rules status``.
     """
+    pin_mmap_threshold()
     notifier = Notifier() if notifier is None else notifier
     progress = Progress(notifier)
     phases = ExitStack()
