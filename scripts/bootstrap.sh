@@ -13,7 +13,7 @@ fi
 
 APT_PACKAGES=(iptables nftables ipset conntrack iproute2 libnetfilter-queue-dev libnfnetlink-dev
               build-essential python3-dev python3-venv rsyslog swaks libio-socket-inet6-perl
-              netsniff-ng procps systemd logrotate nftables
+              netsniff-ng procps systemd logrotate
               man-db groff-base prometheus)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
