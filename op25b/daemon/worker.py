@@ -142,6 +142,7 @@ class Worker:
         self.health = self.watchdog.health
         self._fast_read: Future[dict[str, int]] | None = None
         self.max_busy = 0.0  # seconds; the longest loop turn since the last counters line
+        # Restarted by start(): the periods count from the first turn of the loop.
         self._timers = Timers.starting(time.monotonic(), cfg, self.cache)
 
     # -- logging -------------------------------------------------------------------
