@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 from op25b.errors import UsageError
@@ -37,7 +38,7 @@ def apply_overrides(cfg: DaemonConfig, ov: Overrides) -> DaemonConfig:
     for name in ("counters_interval", "abuse_window"):
         value = getattr(ov, name)
         if value is not None:
-            if not value > 0 or value != value or value == float("inf"):
+            if not (value > 0 and math.isfinite(value)):
                 raise UsageError(f"--{name.replace('_', '-')}: must be a number > 0, got {value}")
             cfg = replace(cfg, **{name: value})
     return cfg

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import pairwise
 
-from op25b.kernel.names import CHAIN, HOOK_OF, KINDS, NFT_FAMILY, NFT_TABLE, set_name
+from op25b.kernel.names import CHAIN, HOOK_OF, KINDS, NFT_FAMILY, NFT_TABLE, iptables_tool, set_name
 
 # The verdict cache changes by itself: only its presence is checked.
 VOLATILE_SETS = frozenset(set_name("block", v) for v in (4, 6))
@@ -105,10 +105,6 @@ def parse_set_headers(listing: str) -> dict[str, int]:
     return out
 
 
-def _family(version: int) -> str:
-    return "iptables" if version == 4 else "ip6tables"
-
-
 def problems(
     expected: KernelState, actual: KernelState, volatile_sets: frozenset[str] = frozenset()
 ) -> list[str]:
@@ -120,7 +116,7 @@ def problems(
     out: list[str] = []
     for (version, table), want in sorted(expected.tables.items()):
         have = actual.tables.get((version, table), TableState(False, (), (), True))
-        where = f"{_family(version)} {table}"
+        where = f"{iptables_tool(version)} {table}"
         hook = HOOK_OF.get(table, "FORWARD")
         if want.has_chain and not have.has_chain:
             out.append(f"{where}: chain {CHAIN} is missing")
@@ -215,7 +211,7 @@ def structural_problems(actual: KernelState, block_cache: bool = False) -> list[
     for version in (4, 6):
         for table in ("filter", "mangle"):
             have = actual.tables.get((version, table), TableState(False, (), (), True))
-            where = f"{_family(version)} {table}"
+            where = f"{iptables_tool(version)} {table}"
             if not have.has_chain:
                 out.append(f"{where}: chain {CHAIN} is missing")
             elif not have.body:

@@ -51,3 +51,8 @@ def all_set_names() -> tuple[str, ...]:
     """Every set name op25b may own, temporaries included (for cleanup)."""
     names = [set_name(k, v) for v in (4, 6) for k in KINDS]
     return (*names, *(n + TMP_SUFFIX for n in names))
+
+
+def iptables_tool(version: int, suffix: str = "") -> str:
+    """``iptables``/``ip6tables`` (+ ``-save``, ``-restore``) for IP version 4 or 6."""
+    return ("iptables" if version == 4 else "ip6tables") + suffix

@@ -23,6 +23,7 @@ from op25b.kernel.names import (
     NFT_TABLE,
     SET_PREFIX,
     all_set_names,
+    iptables_tool,
     set_name,
 )
 from op25b.kernel.nfttext import parse_table as parse_nft_table
@@ -31,17 +32,13 @@ from op25b.kernel.ruletext import ALL_TABLES, RuleConfig, render_removal, render
 from op25b.kernel.setcontents import SetContents
 
 
-def _binary(version: int, suffix: str) -> str:
-    return ("iptables" if version == 4 else "ip6tables") + suffix
-
-
 def _save(version: int, cmd_prefix: Sequence[str]) -> str:
-    return run_command([_binary(version, "-save")], cmd_prefix)
+    return run_command([iptables_tool(version, "-save")], cmd_prefix)
 
 
 def _restore(version: int, text: str, cmd_prefix: Sequence[str]) -> None:
     if text:
-        run_command([_binary(version, "-restore"), "--noflush"], cmd_prefix, text)
+        run_command([iptables_tool(version, "-restore"), "--noflush"], cmd_prefix, text)
 
 
 def _nft(text: str, cmd_prefix: Sequence[str]) -> None:
@@ -146,7 +143,7 @@ def fast_path_counters(cmd_prefix: Sequence[str] = ()) -> dict[str, int]:
     """
     out = dict.fromkeys((name for name, _ in _FAST_PATH_RULES), 0)
     for v in (4, 6):
-        text = run_command([_binary(v, "-save"), "-c", "-t", "mangle"], cmd_prefix)
+        text = run_command([iptables_tool(v, "-save"), "-c", "-t", "mangle"], cmd_prefix)
         for line in text.splitlines():
             m = _COUNTED.match(line)
             if not m:
@@ -161,13 +158,13 @@ def status(cmd_prefix: Sequence[str] = ()) -> str:
     """Human-readable state: our rules (with counters) per family and our sets' sizes."""
     out: list[str] = []
     for v in (4, 6):
-        text = run_command([_binary(v, "-save"), "-c"], cmd_prefix)
+        text = run_command([iptables_tool(v, "-save"), "-c"], cmd_prefix)
         table = ""
         for line in text.splitlines():
             if line.startswith("*"):
                 table = line[1:]
             elif CHAIN in line.split():
-                out.append(f"{_binary(v, '')} {table}: {line}")
+                out.append(f"{iptables_tool(v, '')} {table}: {line}")
     out += [f"nft: {ln.strip()}" for ln in nft_table(cmd_prefix).splitlines() if ln.strip()]
     for name in list_sets(cmd_prefix):
         if not name.startswith(SET_PREFIX):

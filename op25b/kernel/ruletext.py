@@ -130,10 +130,6 @@ class RuleConfig:
         return (*TABLES, RAW) if self.uses_raw_cache else TABLES
 
 
-def _binary(version: int, suffix: str) -> str:
-    return ("iptables" if version == 4 else "ip6tables") + suffix
-
-
 def _mark(value: int) -> str:
     return f"-m mark --mark {value:#x}/{_MARK}"
 

@@ -23,6 +23,7 @@ from op25b.kernel.integrity import (
     structural_problems,
 )
 from op25b.kernel.ipsets import render_load, render_swap
+from op25b.kernel.names import iptables_tool
 from op25b.kernel.nfttext import render_table
 from op25b.kernel.ruletext import RuleConfig, render_rules
 from op25b.kernel.setcontents import compute_sets
@@ -96,6 +97,6 @@ def show(policy: Policy, now: datetime) -> str:
     parts += ["# nft -f -  (op25b's own table: clears its mark bits on entry)"]
     parts += [render_table(cfg.guarded_ports)]
     for v in (4, 6):
-        binary = "iptables" if v == 4 else "ip6tables"
+        binary = iptables_tool(v)
         parts += [f"# {binary}-restore --noflush", render_rules(cfg, v)]
     return "\n".join(p.rstrip("\n") for p in parts) + "\n"
