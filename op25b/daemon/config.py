@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 
 from op25b.errors import UsageError
 from op25b.policy.addr import parse_syslog_address
+from op25b.policy.daemonsection import MAX_PERIOD, MIN_PERIOD
 from op25b.policy.model import DaemonConfig, SyslogConfig
 
 
@@ -38,7 +39,12 @@ def apply_overrides(cfg: DaemonConfig, ov: Overrides) -> DaemonConfig:
     for name in ("counters_interval", "abuse_window"):
         value = getattr(ov, name)
         if value is not None:
-            if not (value > 0 and math.isfinite(value)):
-                raise UsageError(f"--{name.replace('_', '-')}: must be a number > 0, got {value}")
+            # The same range as the policy key: below a second the loop would spend its
+            # time flushing, and a window longer than a day never reaches the desk.
+            if not (math.isfinite(value) and MIN_PERIOD <= value <= MAX_PERIOD):
+                raise UsageError(
+                    f"--{name.replace('_', '-')}: must be {MIN_PERIOD:g} to {MAX_PERIOD:g} "
+                    f"seconds, got {value:g}"
+                )
             cfg = replace(cfg, **{name: value})
     return cfg
