@@ -14,6 +14,7 @@ import os
 import sys
 import textwrap
 from collections.abc import Sequence
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
@@ -355,8 +356,10 @@ def _cmd_lab(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 removed += lab.lab_down(args.name)
             print(f"removed: {', '.join(removed) or 'nothing'}", file=out)
         elif args.json:
-            owned = fleet.fleet_status()[1]
-            print(json.dumps(lab.labs_state(others=owned).as_dict(), indent=2), file=out)
+            states = fleet.fleet_states()
+            doc = lab.labs_state(others=fleet.owned_namespaces(states)).as_dict()
+            doc["fleets"] = [asdict(f) for f in states]
+            print(json.dumps(doc, indent=2), file=out)
         else:
             fleets, owned = fleet.fleet_status()
             print(fleets + lab.lab_status(others=owned), file=out)

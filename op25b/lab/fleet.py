@@ -141,20 +141,49 @@ def fleet_down(name: str | None, state_dir: str = T.DEFAULT_STATE_DIR) -> list[s
     return removed
 
 
-def fleet_status(state_dir: str = T.DEFAULT_STATE_DIR) -> tuple[str, frozenset[str]]:
-    """Status lines of the recorded fleets, and every namespace name they own."""
-    lines: list[str] = []
-    owned: set[str] = set()
+@dataclass(frozen=True)
+class FleetState:
+    """A recorded fleet, as ``lab status`` shows it (namespaces in plan order)."""
+
+    name: str
+    created: str
+    routers: int
+    namespaces: tuple[T.NamespaceState, ...]
+
+
+def fleet_states(state_dir: str = T.DEFAULT_STATE_DIR) -> tuple[FleetState, ...]:
+    """Every recorded fleet with its namespaces' presence and addresses."""
     present = set(list_netns())
+    out: list[FleetState] = []
     for fleet, data in _states(Path(state_dir)):
-        lines.append(
-            f"fleet {fleet.name}: {fleet.routers} routers (created {data.get('created', '?')})"
-        )
+        spaces: list[T.NamespaceState] = []
         for role in fleet.plan.roles:
             ns = fleet.ns(role)
-            owned.add(ns)
-            if ns not in present or not netns_exists(ns):
-                lines.append(f"  {role:<6} {ns}  MISSING")
-            else:
-                lines.append(f"  {role:<6} {ns}  {T.summarise(T.ns_addresses(ns), 4)}")
-    return "".join(f"{line}\n" for line in lines), frozenset(owned)
+            here = ns in present and netns_exists(ns)
+            addrs = tuple(T.ns_addresses(ns)) if here else ()
+            spaces.append(T.NamespaceState(role, ns, here, addrs))
+        out.append(FleetState(fleet.name, str(data.get("created", "?")), fleet.routers,
+                              tuple(spaces)))  # fmt: skip
+    return tuple(out)
+
+
+def fleet_status(state_dir: str = T.DEFAULT_STATE_DIR) -> tuple[str, frozenset[str]]:
+    """Status lines of the recorded fleets, and every namespace name they own."""
+    fleets = fleet_states(state_dir)
+    return render_fleets(fleets), owned_namespaces(fleets)
+
+
+def owned_namespaces(fleets: tuple[FleetState, ...]) -> frozenset[str]:
+    """The namespace names the fleets own (a lab's status must not call them strays)."""
+    return frozenset(ns.namespace for f in fleets for ns in f.namespaces)
+
+
+def render_fleets(fleets: tuple[FleetState, ...]) -> str:
+    """The fleets as ``lab status`` prints them."""
+    lines: list[str] = []
+    for f in fleets:
+        lines.append(f"fleet {f.name}: {f.routers} routers (created {f.created})")
+        for ns in f.namespaces:
+            shown = T.summarise(list(ns.addresses), 4) if ns.present else "MISSING"
+            lines.append(f"  {ns.role:<6} {ns.namespace}  {shown}")
+    return "".join(f"{line}\n" for line in lines)

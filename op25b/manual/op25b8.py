@@ -69,7 +69,8 @@ JSON_OUTPUTS: tuple[tuple[str, str], ...] = (
     (
         "op25b lab status --json",
         '{"state_dir", "labs": [{"name", "created", "namespaces": [{"role", "namespace", '
-        '"present", "addresses": ["address/len@ifname"]}]}], "unrecorded": [NAME]}.',
+        '"present", "addresses": ["address/len@ifname"]}]}], "unrecorded": [NAME], '
+        '"fleets": [{"name", "created", "routers", "namespaces": [...as for labs]}]}.',
     ),
 )
 

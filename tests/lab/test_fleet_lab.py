@@ -14,6 +14,7 @@ import io
 import json
 import re
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,11 @@ def test_fleet_lab_up_status_down(tmp_path: Path) -> None:
         # a fleet's isp/net would look like a stray one-router lab's, but are known
         assert f"unrecorded lab {fleet.name}" in lab_status(state)
         assert fleet.name not in lab_status(state, others=owned)
+        # `lab status --json` carries the fleets as data (the same facts as the text)
+        (got,) = json.loads(json.dumps([asdict(f) for f in F.fleet_states(state)]))
+        assert (got["name"], got["routers"]) == (fleet.name, 2)
+        assert [ns["namespace"] for ns in got["namespaces"]] == list(fleet.namespaces)
+        assert all(ns["present"] and ns["addresses"] for ns in got["namespaces"])
         # subscribers of both routers reach the shared MX through their router and the
         # core; the collector reaches every router's metrics address
         mx = start_listener(fleet.ns("net"), [FP.NET_MX_V4, FP.NET_MX_V6], [25])
