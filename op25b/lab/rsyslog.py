@@ -16,8 +16,8 @@ The shipping path, the way an ISP runs it::
 The collector files by the HOSTNAME field: one log per router, and the abuse records
 (app-name ``op25b-abuse``) as bare JSON lines that ``op25b report`` reads as they are.
 The agent's forwarding action has a disk-assisted queue: a collector outage delays
-records rather than lose them (imfile also remembers its file offset); no lab test
-takes the collector away yet.
+records rather than lose them (imfile also remembers its file offset);
+tests/lab/test_fleet_collector.py takes the collector away and checks it.
 """
 
 from __future__ import annotations
