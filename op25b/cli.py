@@ -327,7 +327,7 @@ def _cmd_report(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def _cmd_lab(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:
-        from op25b.lab import fleet
+        from op25b.lab import fleet, labstate
         from op25b.lab import topology as lab
         from op25b.lab.fleetplan import MAX_ROUTERS
     except ImportError as e:
@@ -346,23 +346,23 @@ def _cmd_lab(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             print(f"  ip netns exec {the_fleet.ns('r1')} op25b run --policy POLICY", file=out)
             print(fleet.fleet_status()[0], file=out)
         elif args.action == "up":
-            the_lab = lab.lab_up()
+            the_lab = labstate.lab_up()
             print(f"lab {the_lab.name} is up; run commands in it with", file=out)
             print(f"  ip netns exec {the_lab.rtr} op25b run --policy POLICY", file=out)
-            print(lab.lab_status(), file=out)
+            print(labstate.lab_status(), file=out)
         elif args.action == "down":
             removed = fleet.fleet_down(args.name)
             if args.name is None or not removed:
-                removed += lab.lab_down(args.name)
+                removed += labstate.lab_down(args.name)
             print(f"removed: {', '.join(removed) or 'nothing'}", file=out)
         elif args.json:
             states = fleet.fleet_states()
-            doc = lab.labs_state(others=fleet.owned_namespaces(states)).as_dict()
+            doc = labstate.labs_state(others=fleet.owned_namespaces(states)).as_dict()
             doc["fleets"] = [asdict(f) for f in states]
             print(json.dumps(doc, indent=2), file=out)
         else:
             fleets, owned = fleet.fleet_status()
-            print(fleets + lab.lab_status(others=owned), file=out)
+            print(fleets + labstate.lab_status(others=owned), file=out)
     except lab.LabError as e:
         print(f"op25b lab: {e}", file=err)
         return e.exit_code

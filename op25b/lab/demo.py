@@ -230,7 +230,8 @@ class _Demo:
 
     def open_lab(self) -> tuple[Any, Callable[[], None], str]:
         """Create the lab: (lab, its teardown, a line naming it)."""
-        from op25b.lab.topology import create_lab, destroy_lab, lab_up
+        from op25b.lab.labstate import lab_up
+        from op25b.lab.topology import create_lab, destroy_lab
 
         # --keep records the lab so `op25b lab status|down` find it later.
         lab = lab_up(prefix="op25bdemo") if self.keep else create_lab("op25bdemo")

@@ -21,6 +21,7 @@ from typing import Any
 from op25b.lab import fleetplan as FP
 from op25b.lab import topology as T
 from op25b.lab import wiring
+from op25b.lab.labstate import NamespaceState, summarise
 from op25b.lab.netns import list_netns, netns_exists
 
 DEFAULT_PREFIX = "op25bfleet"
@@ -148,7 +149,7 @@ class FleetState:
     name: str
     created: str
     routers: int
-    namespaces: tuple[T.NamespaceState, ...]
+    namespaces: tuple[NamespaceState, ...]
 
 
 def fleet_states(state_dir: str = T.DEFAULT_STATE_DIR) -> tuple[FleetState, ...]:
@@ -156,12 +157,12 @@ def fleet_states(state_dir: str = T.DEFAULT_STATE_DIR) -> tuple[FleetState, ...]
     present = set(list_netns())
     out: list[FleetState] = []
     for fleet, data in _states(Path(state_dir)):
-        spaces: list[T.NamespaceState] = []
+        spaces: list[NamespaceState] = []
         for role in fleet.plan.roles:
             ns = fleet.ns(role)
             here = ns in present and netns_exists(ns)
             addrs = tuple(T.ns_addresses(ns)) if here else ()
-            spaces.append(T.NamespaceState(role, ns, here, addrs))
+            spaces.append(NamespaceState(role, ns, here, addrs))
         out.append(FleetState(fleet.name, str(data.get("created", "?")), fleet.routers,
                               tuple(spaces)))  # fmt: skip
     return tuple(out)
@@ -184,6 +185,6 @@ def render_fleets(fleets: tuple[FleetState, ...]) -> str:
     for f in fleets:
         lines.append(f"fleet {f.name}: {f.routers} routers (created {f.created})")
         for ns in f.namespaces:
-            shown = T.summarise(list(ns.addresses), 4) if ns.present else "MISSING"
+            shown = summarise(list(ns.addresses), 4) if ns.present else "MISSING"
             lines.append(f"  {ns.role:<6} {ns.namespace}  {shown}")
     return "".join(f"{line}\n" for line in lines)

@@ -18,9 +18,10 @@ import pytest
 
 from op25b.lab import demo
 from op25b.lab import topology as L
+from op25b.lab.labstate import lab_down
 from op25b.lab.mailservers import find_message, received_chain
 from op25b.lab.netns import netns_exists
-from op25b.lab.topology import Lab, lab_down
+from op25b.lab.topology import Lab
 
 pytestmark = pytest.mark.skipif(shutil.which("swaks") is None, reason="the demo needs swaks")
 

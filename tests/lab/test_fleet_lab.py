@@ -22,10 +22,10 @@ import pytest
 from op25b.lab import fleet as F
 from op25b.lab import fleetdemo
 from op25b.lab import fleetplan as FP
+from op25b.lab.labstate import lab_status
 from op25b.lab.mailservers import find_message
 from op25b.lab.netns import netns_exists
 from op25b.lab.tools import Probe, probe_many, start_listener
-from op25b.lab.topology import lab_status
 
 pytestmark = pytest.mark.skipif(
     any(shutil.which(t) is None for t in ("swaks", "prometheus")),

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from op25b.lab import topology as lab_mod
+from op25b.lab.labstate import lab_down, lab_status, lab_up, labs_state
 from op25b.lab.netns import list_netns, netns_exists, netns_pids, run_in
 from op25b.lab.tools import (
     MAIL_PORTS,
@@ -31,11 +32,7 @@ from op25b.lab.topology import (
     LabError,
     create_lab,
     destroy_lab,
-    lab_down,
     lab_session,
-    lab_status,
-    lab_up,
-    labs_state,
 )
 
 SUBSCRIBER_SOURCES = {
