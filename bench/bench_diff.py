@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_matcher import isp_prefixes
 
 from op25b.policy import diff as diffmod
+from op25b.policy import diffruns
 from op25b.policy.addr import format_address
 from op25b.policy.compiled import compile_policy
 from op25b.policy.diff import diff_policies
@@ -131,14 +132,14 @@ def in_process(old: Path, new: Path, reject: Path) -> dict[str, float]:
     t = time.perf_counter()
     d = diff_policies(c_old, c_new, now)
     t_diff = time.perf_counter() - t
-    chunk = diffmod._CHUNK
-    diffmod._CHUNK = 1 << 62  # disables the skip: every run is stepped in Python
+    chunk = diffruns.CHUNK
+    diffruns.CHUNK = 1 << 62  # disables the skip: every run is stepped in Python
     try:
         t = time.perf_counter()
         d_noskip = diff_policies(c_old, c_new, now)
         t_noskip = time.perf_counter() - t
     finally:
-        diffmod._CHUNK = chunk
+        diffruns.CHUNK = chunk
     def key(c: diffmod.Change) -> tuple[object, ...]:
         spans = tuple(c.spans) if c.by_outcome() == [] else tuple(c.by_outcome())
         return (c.destinations, c.ports, c.befores, c.afters, c.size, spans)
