@@ -29,6 +29,13 @@ hence at most ``max_sources // group_cap + 2`` overflow records per plan;
 ``distinct_cap`` (4096) destinations per record and ``max_destinations`` in all
 (past either, ``distinct_destinations_capped``: "4096+").
 
+Speed: most sources of a flood of new (or spoofed) addresses are seen once. Such a
+source is held as a compact ``_Once`` tuple of plain numbers (its outcome interned
+per window) and becomes a full record at its second attempt or when the window
+closes; records, caps and counts are the same either way. Plain-number tuples are
+also untracked by the cyclic garbage collector, whose passes over ~50k full records
+(each an object with a set, a list and a dict) had tripled the cost of a v4 spray.
+
 No clock: every call takes the caller's wall-clock ``now`` (seconds since the epoch).
 """
 
@@ -61,6 +68,11 @@ class AggregatorStats:
     overflow_sources: int  # sources summarised into them since start (lower bound, see doc)
     overflow_packets: int  # their packets since start (exact)
     capped_records: int  # records written with distinct_destinations_capped
+
+
+# A source seen once: (outcome id, first seen, destination or -1 when a cap kept it
+# out, port or -1 when past max_ports). Its packet count is 1, last seen = first seen.
+_Once = tuple[int, float, int, int]
 
 
 @dataclass
@@ -127,7 +139,11 @@ class AbuseAggregator:
         self._group_shift = 128 - self.group_len
 
         self._start: float | None = None  # open window's start; None before first use
-        self._current: dict[int, _Source] = {}
+        self._current: dict[int, _Source | _Once] = {}
+        # The window's distinct (plan, action, rule) outcomes, for _Once records; keyed
+        # by identity, which the list keeps alive (a reload's equal copies just add one).
+        self._outcomes: list[tuple[str | None, Verdict, Location | None]] = []
+        self._outcome_ids: dict[tuple[str | None, int, int], int] = {}
         self._family_sizes = [0] * 7  # tracked sources per IP version, open window
         self._group_sizes: dict[int, int] = {}  # tracked v6 sources per group key
         self._overflow: dict[tuple[int, int, str | None], _Source] = {}
@@ -158,7 +174,9 @@ class AbuseAggregator:
         now_wall: float,
     ) -> bool:
         """Count one blocked attempt; True when the source is new (see module docstring)."""
-        entry, new = self._entry(version, src, plan, action, rule, now_wall, 1)
+        entry, new = self._entry(version, src, plan, action, rule, now_wall, 1, dst, dport)
+        if entry is None:
+            return new  # a new _Once record holds this attempt
         entry.packets += 1
         if now_wall > entry.last_seen:
             entry.last_seen = now_wall
@@ -197,6 +215,7 @@ class AbuseAggregator:
         if packets <= 0:
             return False
         entry, new = self._entry(version, src, plan, action, rule, now_wall, packets)
+        assert entry is not None  # only an observed attempt makes a _Once
         entry.packets += packets
         entry.kernel_packets += packets
         if now_wall > entry.last_seen:
@@ -212,7 +231,14 @@ class AbuseAggregator:
         rule: Location | None,
         now: float,
         packets: int,
-    ) -> tuple[_Source, bool]:
+        dst: int = -1,
+        dport: int = -1,
+    ) -> tuple[_Source | None, bool]:
+        """The open record of ``src`` for this outcome, and whether the source is new.
+
+        None instead of a record: a first attempt (``dst`` >= 0) of a source with no
+        record yet, now held as a _Once with that attempt counted in.
+        """
         start = self._start
         if start is None or now >= start + self.window:
             self._roll(now)
@@ -221,7 +247,8 @@ class AbuseAggregator:
             # reopen a closed one, and keep its times inside it.
             now = start
         key = self._key(version, src)
-        entry = self._current.get(key)
+        found = self._current.get(key)
+        entry = self._expand(key, found) if isinstance(found, tuple) else found
         if entry is not None:
             # `is` first: the same compiled policy hands out the same objects.
             if (
@@ -229,6 +256,7 @@ class AbuseAggregator:
                 and (entry.rule is rule or entry.rule == rule)
                 and (entry.plan == plan)
             ):
+                self._current[key] = entry  # (a _Once expanded: its second attempt)
                 return entry, False
             # A reload changed this source's outcome mid-window: close its record
             # early so one record never mixes two actions or rules. The source keeps
@@ -244,9 +272,51 @@ class AbuseAggregator:
             if version == 6:
                 group = (key >> self._group_shift) << self._group_shift
                 self._group_sizes[group] = self._group_sizes.get(group, 0) + 1
+            if dst >= 0:
+                self._current[key] = self._once(plan, action, rule, now, dst, dport)
+                return None, new
         entry = _Source(version, key, plan, action, rule, first_seen=now, last_seen=now)
         self._current[key] = entry
         return entry, new
+
+    def _once(
+        self,
+        plan: str | None,
+        action: Verdict,
+        rule: Location | None,
+        now: float,
+        dst: int,
+        dport: int,
+    ) -> _Once:
+        """A first attempt as a _Once, under the same caps ``observe`` applies."""
+        ids = self._outcome_ids
+        ident = (plan, id(action), id(rule))
+        oid = ids.get(ident)
+        if oid is None:
+            oid = ids[ident] = len(self._outcomes)
+            self._outcomes.append((plan, action, rule))
+        if self.distinct_cap > 0 and self._destinations < self.max_destinations:
+            self._destinations += 1
+        else:
+            dst = -1
+        return (oid, now, dst, dport if self.max_ports > 0 else -1)
+
+    def _expand(self, key: int, once: _Once) -> _Source:
+        """The full record of a _Once (its destination already counted in the caps)."""
+        oid, seen, dst, dport = once
+        plan, action, rule = self._outcomes[oid]
+        version = 6 if key & V6_KEY_BIT else 4
+        entry = _Source(version, key, plan, action, rule, first_seen=seen, last_seen=seen)
+        entry.packets = 1
+        if dst >= 0:
+            entry.dests.add(dst)
+            if SAMPLE_SIZE > 0:
+                entry.sample.append(dst)
+        else:
+            entry.capped = True
+        if dport >= 0:
+            entry.ports[dport] = 1
+        return entry
 
     def _overflow_prefix(self, version: int, key: int) -> tuple[int, int] | None:
         """(length, key) of the overflow record a new source goes to, None if it fits."""
@@ -303,10 +373,15 @@ class AbuseAggregator:
 
     def _close_all(self, end: float) -> None:
         """Close every open record at ``end`` and empty the window."""
-        for entry in (*self._current.values(), *self._overflow.values()):
+        for key, entry in self._current.items():
+            full = self._expand(key, entry) if isinstance(entry, tuple) else entry
+            self._close(full, window_end=end)
+        for entry in self._overflow.values():
             self._close(entry, window_end=end)
         self._current = {}
         self._overflow = {}
+        self._outcomes = []
+        self._outcome_ids = {}
         self._family_sizes = [0] * 7
         self._group_sizes = {}
         self._destinations = 0

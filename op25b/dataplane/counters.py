@@ -6,8 +6,8 @@ own queue drops are ``op25b.kernel.queuestats``, the syslog form is
 
 * ``Counters`` -- totals per verdict and per reason, parse errors, undecidable packets,
   reloads, and the packets the kernel's block cache dropped without asking us.
-  ``record()`` sits on the per-packet path, so it does one dict increment and nothing
-  else; everything derived (per-verdict and per-reason totals, the packet total) is
+  ``record_index()`` sits on the per-packet path, so it does one list increment and
+  nothing else; everything derived (per-verdict and per-reason totals, the packet total) is
   computed in ``snapshot()``, which runs once per report.
 
 No clock here: callers pass monotonic ``now`` values in.
@@ -21,12 +21,20 @@ from types import MappingProxyType
 
 from op25b.policy.decide import Decision, Reason, Verdict
 
-# The key of one per-packet increment. Enum members hash through a Python-level
+# Every (verdict, reason) pair, by value. Enum members hash through a Python-level
 # ``Enum.__hash__`` (hash of the name), which made a dict keyed by (Verdict, Reason)
 # ~2-3x slower than one keyed by the members' ``_value_`` strings, whose hashes are
 # cached in the str objects (measured: see tests/unit/test_counters.py and the
 # module's report). ``_value_`` is the documented sunder name for a member's value.
 _PAIRS: tuple[tuple[str, str], ...] = tuple((v._value_, r._value_) for v in Verdict for r in Reason)
+# A pair's slot in Counters' list: the enforcer looks it up once per memoised decision
+# and then counts with ``record_index`` (a list increment, no tuple built or hashed).
+_PAIR_INDEX: dict[tuple[str, str], int] = {pair: i for i, pair in enumerate(_PAIRS)}
+
+
+def pair_index(decision: Decision) -> int:
+    """The slot ``Counters.record_index`` counts ``decision`` in."""
+    return _PAIR_INDEX[decision.verdict._value_, decision.reason._value_]
 
 
 def _frozen(mapping: Mapping[str, int]) -> Mapping[str, int]:
@@ -69,7 +77,7 @@ class Counters:
 
     __slots__ = (
         "_block_cache_packets",
-        "_pairs",
+        "_counts",
         "parse_errors",
         "reload_failures",
         "reloads",
@@ -77,7 +85,7 @@ class Counters:
     )
 
     def __init__(self) -> None:
-        self._pairs: dict[tuple[str, str], int] = dict.fromkeys(_PAIRS, 0)
+        self._counts: list[int] = [0] * len(_PAIRS)
         self.parse_errors = 0
         self.undecidable = 0
         self.reloads = 0
@@ -85,8 +93,12 @@ class Counters:
         self._block_cache_packets = 0
 
     def record(self, decision: Decision) -> None:
-        """Count one decided packet (per-packet path: a single dict increment)."""
-        self._pairs[decision.verdict._value_, decision.reason._value_] += 1
+        """Count one decided packet."""
+        self._counts[pair_index(decision)] += 1
+
+    def record_index(self, index: int) -> None:
+        """Count one decided packet by its ``pair_index`` (the per-packet path)."""
+        self._counts[index] += 1
 
     def record_parse_error(self) -> None:
         """Count a packet ``packet.parse`` refused."""
@@ -115,8 +127,9 @@ class Counters:
 
     def merge(self, other: Counters) -> None:
         """Add another worker's counters into this one."""
-        for key, n in other._pairs.items():
-            self._pairs[key] += n
+        counts = self._counts
+        for i, n in enumerate(other._counts):
+            counts[i] += n
         self.parse_errors += other.parse_errors
         self.undecidable += other.undecidable
         self.reloads += other.reloads
@@ -125,7 +138,7 @@ class Counters:
 
     def snapshot(self, now: float) -> CounterSnapshot:
         """Freeze the current totals; ``now`` is a monotonic time used for rates."""
-        pairs = dict(self._pairs)
+        pairs = dict(zip(_PAIRS, self._counts, strict=True))
         verdicts = dict.fromkeys((v.value for v in Verdict), 0)
         reasons = dict.fromkeys((r.value for r in Reason), 0)
         for (v, r), n in pairs.items():

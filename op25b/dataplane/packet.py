@@ -63,7 +63,16 @@ from typing import cast
 
 from op25b.errors import InputError
 
-__all__ = ["MAX_EXTENSION_HEADERS", "TCP_BYTES_NEEDED", "Packet", "PacketError", "parse"]
+__all__ = [
+    "MAX_EXTENSION_HEADERS",
+    "TCP_BYTES_NEEDED",
+    "Fields",
+    "Packet",
+    "PacketError",
+    "packet_of",
+    "parse",
+    "parse_fields",
+]
 
 #: Bytes of the TCP header that must have been captured: sport, dport, seq, ack,
 #: data offset and flags. Everything after may be cut off by the queue's copy range.
@@ -119,6 +128,12 @@ class Packet:
     flags: int  # TCP flags byte (FIN=0x01 SYN=0x02 RST=0x04 PSH=0x08 ACK=0x10 ...)
 
 
+# Sorted, as ruff wants; CPython compares slot layouts by sorted name anyway. A module
+# constant rather than read back from the class: mypyc refuses class-level __slots__
+# reads, and a compiled build has no use for the builder (see _fast_packet_ok).
+_BUILDER_SLOTS = ("dport", "dst", "flags", "sport", "src", "version")
+
+
 class _PacketBuilder:
     """Packet's slot layout without the frozen ``__setattr__``; becomes a Packet.
 
@@ -131,8 +146,7 @@ class _PacketBuilder:
     to the real constructor should Packet ever change.
     """
 
-    # Sorted, as ruff wants; CPython compares slot layouts by sorted name anyway.
-    __slots__ = ("dport", "dst", "flags", "sport", "src", "version")
+    __slots__ = _BUILDER_SLOTS
 
     def __init__(self, version: int, src: int, dst: int, sport: int, dport: int, flags: int):
         self.version = version
@@ -145,7 +159,10 @@ class _PacketBuilder:
 
 
 def _fast_packet_ok() -> bool:
-    """True when _PacketBuilder makes objects indistinguishable from Packet(...)."""
+    """True when _PacketBuilder makes objects indistinguishable from Packet(...).
+
+    False in a mypyc build (op25b.native): a compiled class cannot be re-labelled.
+    """
     args = (6, 1 << 127, 2, 3, 25, 0x12)
     try:
         fast: object = _PacketBuilder(*args)
@@ -154,7 +171,7 @@ def _fast_packet_ok() -> bool:
     real = Packet(*args)
     return (
         type(fast) is Packet
-        and sorted(f.name for f in fields(Packet)) == list(_PacketBuilder.__slots__)
+        and sorted(f.name for f in fields(Packet)) == list(_BUILDER_SLOTS)
         and fast == real
         and hash(fast) == hash(real)
         and repr(fast) == repr(real)
@@ -168,8 +185,27 @@ _new_packet: Callable[[int, int, int, int, int, int], Packet] = (
 )
 
 
+#: What ``parse_fields`` returns: Packet's fields in order, as a plain tuple.
+Fields = tuple[int, int, int, int, int, int]
+
+
 def parse(data: bytes | bytearray | memoryview) -> Packet:
     """Parse an IPv4 or IPv6 packet carrying TCP; raise PacketError otherwise."""
+    return _new_packet(*parse_fields(data))
+
+
+def packet_of(fields: Fields) -> Packet:
+    """The Packet of a ``parse_fields`` tuple."""
+    return _new_packet(*fields)
+
+
+def parse_fields(data: bytes | bytearray | memoryview) -> Fields:
+    """``parse`` without the Packet: ``(version, src, dst, sport, dport, flags)``.
+
+    The daemon's per-packet path (``op25b.dataplane.enforcer``) takes this: a tuple is
+    the cheapest object to build both interpreted and compiled, and most packets of a
+    flood never need a Packet (only a new source's NOTICE does).
+    """
     if isinstance(data, memoryview) and (
         data.format != "B" or data.ndim != 1 or not data.c_contiguous
     ):
@@ -211,10 +247,10 @@ def parse(data: bytes | bytearray | memoryview) -> Packet:
         raise PacketError(f"TCP data offset {doff} < 5")
     if doff * 4 > total - hlen:
         raise PacketError(f"TCP header length {doff * 4} exceeds IPv4 payload {total - hlen}")
-    return _new_packet(4, src, dst, sport, dport, flags)
+    return (4, src, dst, sport, dport, flags)
 
 
-def _parse_v6(data: bytes | bytearray | memoryview, n: int) -> Packet:
+def _parse_v6(data: bytes | bytearray | memoryview, n: int) -> Fields:
     if n < 40:
         raise PacketError(f"truncated IPv6 header: {n} bytes")
     _, plen, nh, src, dst = _IPV6.unpack_from(data)
@@ -266,7 +302,7 @@ def _parse_v6(data: bytes | bytearray | memoryview, n: int) -> Packet:
         raise PacketError(f"TCP data offset {doff} < 5")
     if doff * 4 > end - off:
         raise PacketError(f"TCP header length {doff * 4} exceeds IPv6 payload {end - off}")
-    return _new_packet(6, _from_bytes(src, "big"), _from_bytes(dst, "big"), sport, dport, flags)
+    return (6, _from_bytes(src, "big"), _from_bytes(dst, "big"), sport, dport, flags)
 
 
 def parse_addresses(data: bytes | bytearray | memoryview) -> tuple[int, int, int]:

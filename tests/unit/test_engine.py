@@ -333,21 +333,64 @@ def test_memo_never_serves_a_destination_decision() -> None:
     assert snap(e)["reasons"] == {"not_guarded": 1, "blocked": 2, "provider_mta": 2}
 
 
-def test_memo_decides_each_source_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The point of the memo: a flooding source costs one decide() per policy."""
+def counting_decide(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Patch the enforcer's decide_addresses to record the source of every call."""
     calls: list[int] = []
-    real = enforcer_module.decide
+    real = enforcer_module.decide_addresses
 
-    def counting(compiled: CompiledPolicy, pkt: Packet, now: datetime) -> Decision:
-        calls.append(pkt.src)
-        return real(compiled, pkt, now)
+    def counting(
+        compiled: CompiledPolicy, version: int, src: int, dst: int, dport: int, now: datetime
+    ) -> Decision:
+        calls.append(src)
+        return real(compiled, version, src, dst, dport, now)
 
-    monkeypatch.setattr(enforcer_module, "decide", counting)
+    monkeypatch.setattr(enforcer_module, "decide_addresses", counting)
+    return calls
+
+
+def test_memo_decides_each_class_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The point of the memos: a flooding source, or a spray over one plan prefix,
+    costs one decide() per policy; another plan prefix or an exemption is another class."""
+    calls = counting_decide(monkeypatch)
     e = enforcer()
     for dst in (MX, MX2, MX, MX2):
         assert e.handle(v4(BOT, dst)) == VERDICT_DROP
+    for host in range(1, 200):  # the rest of the spray: same /16, same class
+        assert e.handle(v4(f"100.64.3.{host}", MX)) == VERDICT_DROP
     assert e.handle(v4(RES, MX)) == VERDICT_DROP
-    assert calls == [addr(BOT)[1], addr(RES)[1]]
+    assert calls == [addr(BOT)[1]]
+    assert e.handle(v4(BIZ, MX)) == VERDICT_ACCEPT  # exempt plan: its own class
+    assert e.handle(v6(RES6, MX6)) == VERDICT_DROP  # other family: its own class
+    assert e.handle(v6("2001:db8:100::99", MX6)) == VERDICT_DROP
+    assert calls == [addr(BOT)[1], addr(BIZ)[1], addr(RES6)[1]]
+    assert snap(e)["reasons"] == {"blocked": 206, "exempt_plan": 1}
+
+
+def test_class_memo_tells_an_exempted_host_from_its_plan_prefix(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An exemption inside a plan prefix splits the class: the exemption index is in the key."""
+    calls = counting_decide(monkeypatch)
+    compiled = make_compiled(exemptions=[("100.64.7.0/30", FAR_FUTURE)])
+    e = Enforcer(compiled, Counters(), AbuseAggregator(), VERDICT_ACCEPT, NOW)
+    got = [e.handle(v4(f"100.64.7.{h}", MX)) for h in range(8)]
+    assert got == [VERDICT_ACCEPT] * 4 + [VERDICT_DROP] * 4
+    assert calls == [addr("100.64.7.0")[1], addr("100.64.7.4")[1]]
+    # A new policy drops both memos: the same sources are decided afresh.
+    e.compiled = make_compiled()
+    assert [e.handle(v4(f"100.64.7.{h}", MX)) for h in range(8)] == [VERDICT_DROP] * 8
+    assert calls[2:] == [addr("100.64.7.0")[1]]
+
+
+def test_class_outcomes_share_one_decision_object() -> None:
+    """Every source of a class carries the same Decision: the aggregator's ``is`` checks
+    and the new-source notices see one object per class, not one per source."""
+    e = enforcer()
+    for host in (10, 11, 12):
+        e.handle(v4(f"100.64.9.{host}", MX))
+    decisions = [d for _, d in e.new_sources]
+    assert len(decisions) == 3 and decisions[0] is decisions[1] is decisions[2]
+    assert [p.src for p, _ in e.new_sources] == [addr(f"100.64.9.{h}")[1] for h in (10, 11, 12)]
 
 
 def test_blocked_packet_reaches_the_abuse_record_in_full() -> None:
