@@ -18,7 +18,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
-from op25b import __version__, clihelp
+from op25b import __version__, clihelp, native
 from op25b.errors import (
     EXIT_CRITICAL,
     EXIT_INTERRUPTED,
@@ -48,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=clihelp.program_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--version", action="version", version=f"op25b {__version__}")
+    # The implementation of the per-packet path too: a support question's first fact.
+    version = f"op25b {__version__} ({native.status()})"
+    p.add_argument("--version", action="version", version=version)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 

@@ -118,7 +118,7 @@ class AbuseAggregator:
         max_ports: int = 64,
     ) -> None:
         if not window > 0 or not math.isfinite(window):
-            raise ValueError(f"abuse window must be a positive number of seconds: {window}")
+            raise ValueError(f"abuse window must be a positive number of seconds: {window:g}")
         if not 0 <= v6_aggregate <= 128:
             raise ValueError(f"v6_aggregate must be 0..128: {v6_aggregate}")
         if max_sources < 4 or group_cap < 1 or overflow_cap < 0:

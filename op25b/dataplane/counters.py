@@ -139,8 +139,8 @@ class Counters:
     def snapshot(self, now: float) -> CounterSnapshot:
         """Freeze the current totals; ``now`` is a monotonic time used for rates."""
         pairs = dict(zip(_PAIRS, self._counts, strict=True))
-        verdicts = dict.fromkeys((v.value for v in Verdict), 0)
-        reasons = dict.fromkeys((r.value for r in Reason), 0)
+        verdicts = dict.fromkeys([v.value for v in Verdict], 0)
+        reasons = dict.fromkeys([r.value for r in Reason], 0)
         for (v, r), n in pairs.items():
             verdicts[v] += n
             reasons[r] += n

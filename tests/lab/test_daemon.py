@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from op25b import native
 from op25b.lab import topology as L
 from op25b.lab.netns import run_in
 from op25b.lab.processes import sd_params
@@ -154,10 +155,25 @@ def test_monitor_connects_but_logs(start, lab: Lab, tmp_path: Path) -> None:
     }
 
 
-def test_counters_and_abuse_log_match_the_traffic_exactly(start, lab: Lab, tmp_path: Path) -> None:
+def mapped_files(pid: int) -> set[str]:
+    """The files process ``pid`` has mapped (its loaded extension modules among them)."""
+    lines = Path(f"/proc/{pid}/maps").read_text().splitlines()
+    return {parts[-1] for parts in map(str.split, lines) if len(parts) == 6}
+
+
+@pytest.mark.parametrize("pure", ["", "1"], ids=["compiled", "pure-python"])
+def test_counters_and_abuse_log_match_the_traffic_exactly(
+    start, lab: Lab, tmp_path: Path, pure: str
+) -> None:
+    """Both implementations of the per-packet path (op25b.native) in the real daemon."""
     # reject: every blocked attempt is exactly one SYN (answered by a reset at once, so
     # no retransmissions blur the count).
-    r = start(write_policy(tmp_path / "p.yaml", "reject"))
+    r = start(write_policy(tmp_path / "p.yaml", "reject"), env={native.ENV_PURE: pure})
+    enforcer_so = [f for f in mapped_files(r.daemon.proc.pid) if "dataplane/enforcer" in f]
+    if pure:
+        assert enforcer_so == []
+    else:
+        assert [Path(f).parent for f in enforcer_so] == [native.NATIVE_DIR / "op25b/dataplane"]
     bot_targets = list(L.NET_MX_EXTRA_V4[:12])
     bot = probes(lab.bot, [(L.BOT_V4, mx, 25) for mx in bot_targets] * 2, timeout=5)
     assert set(outcomes(bot)) == {"refused"}

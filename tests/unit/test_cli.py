@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import op25b
+from op25b import native
 from op25b.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -265,7 +266,7 @@ def test_unknown_command_exits_2() -> None:
 def test_version_in_process_goes_to_out() -> None:
     code, out, err = run("--version")
     assert (code, err) == (0, "")
-    assert out.strip() == f"op25b {op25b.__version__}"
+    assert out.strip() == f"op25b {op25b.__version__} ({native.status()})"
 
 
 def test_no_command_exits_2() -> None:
@@ -301,5 +302,5 @@ def test_version_as_a_process() -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == f"op25b {op25b.__version__}"
+    assert proc.stdout.strip() == f"op25b {op25b.__version__} ({native.status()})"
     assert re.fullmatch(r"\d+\.\d+\.\d+\S*", op25b.__version__)
