@@ -29,6 +29,12 @@ in bench/results/flood-<timestamp>.json.
 
     .venv/bin/python bench/bench_flood.py --quick   # ~2-3 minutes, 100k prefixes
     .venv/bin/python bench/bench_flood.py           # ~10 minutes, 1M prefixes
+    .venv/bin/python bench/bench_flood.py --goal3   # ~3 minutes: only (a) vs (c), on
+                                                    # each hot-path implementation
+
+``--goal3`` runs two op25b sessions, the compiled hot path and pure Python
+(``OP25B_PURE_PYTHON=1``, op25b.native), each with the bare consumers' rounds
+interleaved with its own, so each op25b / bare ratio is paired round by round.
 
 Root only. Not part of pytest.
 """
@@ -210,7 +216,13 @@ class Op25b:
     """``op25b run`` in rtr with a generated policy; start time and RSS recorded."""
 
     def __init__(
-        self, ctx: Ctx, name: str, workers: int = 1, fast_path: bool = False, cache: int = 0
+        self,
+        ctx: Ctx,
+        name: str,
+        workers: int = 1,
+        fast_path: bool = False,
+        cache: int = 0,
+        env: dict[str, str] | None = None,
     ) -> None:
         policy = F.write_policy(ctx.tmp / f"{name}.yaml", ctx.pool, workers, fast_path, cache)
         self.abuse_log = ctx.tmp / f"{name}.jsonl"
@@ -219,6 +231,7 @@ class Op25b:
             ctx.lab.rtr,
             policy,
             ["--abuse-log", str(self.abuse_log), "--syslog", ctx.syslog.path],
+            env=env,
         )
         try:
             self.d.wait_started(timeout=600)
@@ -552,6 +565,72 @@ def run_all(ctx: Ctx, results_dir: Path, stamp: str) -> dict[str, Any]:
             bl.close()
         listener.stop()
     return r
+
+
+# name -> OP25B_PURE_PYTHON for the daemon (op25b.native)
+IMPLEMENTATIONS = {"compiled": "", "pure": "1"}
+
+
+def run_goal3(ctx: Ctx, results_dir: Path, stamp: str) -> dict[str, Any]:
+    """Goal 3 only: per implementation, op25b's rounds interleaved with the bare ones."""
+    r: dict[str, Any] = {"flood": {}, "goal3": {}}
+    bl = Baselines(ctx)
+    try:
+        for impl, pure in IMPLEMENTATIONS.items():
+            tag = f"op25b_{impl}"
+            op = _start(ctx, r, f"goal 3, {impl} hot path", tag, env={"OP25B_PURE_PYTHON": pure})
+            if op is None:
+                continue
+            try:
+                F.pin(op.pid, CONSUMER_CPU)
+                print(f"[flood] bare drop / bare accept / op25b ({impl}), interleaved", flush=True)
+                rounds = _base_rounds(ctx, bl, "bare_drop", "bare_accept")
+                rounds[tag] = _op_round(ctx, bl, tag, {0})
+                got = interleaved(ctx, rounds)
+                r["goal3"][impl] = got
+                r["flood"][tag] = got[tag]
+                if ctx.s.profile:
+                    print(f"[profile] py-spy during a flood ({impl})", flush=True)
+                    r["goal3"][impl]["profile"] = profile_flood(
+                        ctx, op, bl, results_dir, f"{stamp}-{impl}"
+                    )
+            finally:
+                op.stop()
+    finally:
+        bl.close()
+    return r
+
+
+def summarise_goal3(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows for --goal3: each implementation's rates and its paired ratios to bare."""
+    rows: list[dict[str, Any]] = []
+    for impl, got in r["goal3"].items():
+        tag = f"op25b_{impl}"
+        for key in ("bare_drop", "bare_accept", tag):
+            lost = _lost(got, key)
+            rows.append(
+                {
+                    "measure": f"[{impl}] SYN/s handled {key}",
+                    "value": _num(got, key, "handled_pps"),
+                    "target": str(got.get(key, {}).get("handled_pps_rounds", "")),
+                    "pass": None,
+                    "limit": f"queue overflow dropped {lost:,}" if lost else "",
+                }
+            )
+        for base in ("bare_drop", "bare_accept"):
+            v = _paired(got, tag, base)
+            ok = None if v is None else v >= TARGETS["op25b_vs_bare"]
+            target = ">= 0.90" if base == "bare_drop" else "(accept)"
+            rows.append(
+                {
+                    "measure": f"[{impl}] op25b / {base}",
+                    "value": v,
+                    "target": target,
+                    "pass": ok,
+                    "limit": "",
+                }
+            )
+    return rows
 
 
 def _op_round(ctx: Ctx, bl: Baselines, label: str, queues: set[int]) -> Round:
@@ -915,6 +994,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=25)
     ap.add_argument("--profile", action="store_true", help="py-spy the daemon during a flood")
     ap.add_argument("--results", default=str(ROOT / "bench" / "results"))
+    ap.add_argument(
+        "--goal3",
+        action="store_true",
+        help="only op25b vs the bare consumer, compiled and pure-Python hot path",
+    )
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         print(
@@ -959,9 +1043,9 @@ def main(argv: list[str] | None = None) -> int:
             tmp / "stream.cfg", F.mac_of(lab.rtr, "to-res"), F.mac_of(lab.res, "eth0")
         )
         print(f"lab {lab.name} ready; pool {s.prefixes:,} prefixes in {tmp}", flush=True)
-        results = run_all(ctx, results_dir, stamp)
+        results = (run_goal3 if args.goal3 else run_all)(ctx, results_dir, stamp)
         notes = ctx.notes
-    rows = summarise(results)
+    rows = (summarise_goal3 if args.goal3 else summarise)(results)
     doc = {
         "when": stamp,
         "settings": asdict(s),

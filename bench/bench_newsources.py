@@ -1,6 +1,7 @@
 """The per-packet userspace cost of a flood of *new* sources against one bot's flood.
 
-Run: ``.venv/bin/python bench/bench_newsources.py [--packets N] [--repeat R] [--json]``
+Run: ``.venv/bin/python bench/bench_newsources.py [--packets N] [--repeat R] [--json]
+[--impl both|compiled|pure]``
 
 No kernel: the daemon's per-packet path as the loop runs it -- ``Enforcer.handle`` on
 raw SYN bytes (parse, memoised decision, counters, abuse aggregation) and, once per
@@ -14,6 +15,10 @@ syscall is real). Side by side in one run, best of R repeats, microseconds per p
 - each new-source case with the NOTICE limiter as shipped (20/s, bursts of 200) and
   with it off (one NOTICE per source, as before).
 
+Both implementations of the hot path (op25b.native) by default: each repeat runs each
+implementation in a fresh interpreter (the choice is made once per process), the
+repeats interleaved, so the pure/compiled ratio compares runs seconds apart.
+
 The bare netfilterqueue consumer costs ~5 us a packet here in syscalls (recv +
 verdict, docs/DESIGN and bench/README), so ``0.8x the bare consumer`` means op25b's
 Python may add at most ~1.25 us a packet on top of them.
@@ -24,8 +29,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import socket
 import struct
+import subprocess
 import sys
 import tempfile
 import time
@@ -92,12 +99,52 @@ def run_case(kind: str, n: int, limiter: bool, sock_path: str) -> float:
     return elapsed
 
 
+# What a bare consumer pays per packet in syscalls here (recv + verdict, see above):
+# op25b's estimated share of the bare rate is BARE_US / (BARE_US + its own us/packet).
+BARE_US = 5.0
+IMPLS = {"compiled": "", "pure": "1"}
+
+
+def both(args: argparse.Namespace) -> int:
+    """Each repeat: each implementation in its own interpreter; best of the repeats."""
+    best: dict[str, dict[str, float]] = {impl: {} for impl in IMPLS}
+    argv = [sys.executable, __file__, "--packets", str(args.packets), "--repeat", "1"]
+    for _ in range(args.repeat):
+        for impl, pure in IMPLS.items():
+            proc = subprocess.run(
+                [*argv, "--impl", impl, "--json"],
+                env={**os.environ, "OP25B_PURE_PYTHON": pure},
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            got = json.loads(proc.stdout[proc.stdout.index("{") :])
+            if got["implementation"] != impl:
+                raise SystemExit(f"bench_newsources: asked for {impl}, ran {got['implementation']}")
+            for name, us in got["us_per_packet"].items():
+                best[impl][name] = min(best[impl].get(name, math.inf), us)
+    print(f"{'variant':<32} {'pure us':>8} {'compiled':>9} {'speed-up':>9} {'est. vs bare':>13}")
+    for name, pure_us in best["pure"].items():
+        comp = best["compiled"][name]
+        est = f"{BARE_US / (BARE_US + pure_us):.2f} / {BARE_US / (BARE_US + comp):.2f}"
+        print(f"{name:<32} {pure_us:>8.2f} {comp:>9.2f} {pure_us / comp:>8.2f}x {est:>13}")
+    if args.json:
+        print(json.dumps({"packets": args.packets, "us_per_packet": best}, indent=1))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--packets", type=int, default=60_000)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--impl", choices=("both", *IMPLS), default="both")
     args = ap.parse_args(argv)
+    if args.impl == "both":
+        return both(args)
+    from op25b import native
+
+    running = "compiled" if native.status().compiled else "pure"
     variants = [
         ("one bot", True),
         ("new v4 /16", True),
@@ -118,7 +165,11 @@ def main(argv: list[str] | None = None) -> int:
                 best[name] = min(best.get(name, math.inf), us)
         sink.close()
     base = best["one bot, limiter on"]
-    out: dict[str, Any] = {"packets": args.packets, "us_per_packet": best}
+    out: dict[str, Any] = {
+        "packets": args.packets,
+        "implementation": running,
+        "us_per_packet": best,
+    }
     print(f"{'variant':<32} {'us/packet':>10} {'vs one bot':>11}")
     for name, us in best.items():
         print(f"{name:<32} {us:>10.2f} {us / base:>10.2f}x")
