@@ -203,8 +203,15 @@ class Baselines:
 
     def round(self, kind: str) -> dict[str, Any]:
         """One flood into baseline *kind*."""
+        proc = self.procs.get(kind)
         with self.route(kind):
-            return flood_round(self.ctx, kind, self.pid, _BASE_QUEUES[kind])
+            return flood_round(
+                self.ctx,
+                kind,
+                self.pid,
+                _BASE_QUEUES[kind],
+                consumer=proc.pid if proc is not None else None,
+            )
 
     def close(self) -> None:
         for proc in self.procs.values():
@@ -276,21 +283,30 @@ def _queues(pid: int, queues: set[int]) -> dict[int, F.QueueStats]:
 
 
 def flood_round(
-    ctx: Ctx, label: str, pid: int, queues: set[int], gen_cpu: int | None = GEN_CPU
+    ctx: Ctx,
+    label: str,
+    pid: int,
+    queues: set[int],
+    gen_cpu: int | None = GEN_CPU,
+    consumer: int | None = None,
 ) -> dict[str, Any]:
     """One max-rate flood; what rtr was offered and what got a verdict, per second.
 
     *pid* is any process in rtr (its /proc/PID/net is rtr's); *queues* the queues whose
-    verdicts count for this round.
+    verdicts count for this round; *consumer* the process giving them, whose CPU
+    seconds per verdict are the consumer's cost even when the generator, not the
+    consumer, bounds the rate (then handled/s says nothing about the consumer).
     """
     rtr = ctx.lab.rtr
     c0, ct0 = F.rule_counters(rtr), F.conntrack_stats(rtr)
     rx0 = F.rx_packets(rtr, "to-bot")
     q0 = _queues(pid, queues)
+    cpu0 = F.cpu_seconds(consumer) if consumer else 0.0
     tg = F.Trafgen(ctx.lab.bot, ctx.flood_cfg, ctx.s.flood_packets, ctx.s.flood_timeout, gen_cpu)
     sent = tg.wait()
     q1 = _queues(pid, queues)  # the instant trafgen is done
     _drain(pid, queues)
+    cpu = F.cpu_seconds(consumer) - cpu0 if consumer else 0.0
     c1, ct1 = F.rule_counters(rtr), F.conntrack_stats(rtr)
 
     def delta(*needles: str) -> int:
@@ -322,6 +338,8 @@ def flood_round(
         "rtr_ingress_lost": sent.packets - offered,
         "conntrack_drop": ct1.get("drop", 0) - ct0.get("drop", 0),
         "conntrack_early_drop": ct1.get("early_drop", 0) - ct0.get("early_drop", 0),
+        "consumer_cpu_s": round(cpu, 3),
+        "consumer_cpu_us_per_verdict": round(cpu / verdicts * 1e6, 3) if verdicts else None,
     }
     ctx.say(
         f"{label:<22} {sent.packets:,} in {sent.seconds:.2f}s: offered {out['offered_pps']:,}/s "
@@ -585,7 +603,9 @@ def run_goal3(ctx: Ctx, results_dir: Path, stamp: str) -> dict[str, Any]:
                 F.pin(op.pid, CONSUMER_CPU)
                 print(f"[flood] bare drop / bare accept / op25b ({impl}), interleaved", flush=True)
                 rounds = _base_rounds(ctx, bl, "bare_drop", "bare_accept")
-                rounds[tag] = _op_round(ctx, bl, tag, {0})
+                rounds[tag] = lambda tag=tag, op=op: flood_round(  # type: ignore[misc]
+                    ctx, tag, bl.pid, {0}, consumer=op.pid
+                )
                 got = interleaved(ctx, rounds)
                 r["goal3"][impl] = got
                 r["flood"][tag] = got[tag]
@@ -618,6 +638,16 @@ def summarise_goal3(r: dict[str, Any]) -> list[dict[str, Any]]:
                 }
             )
         for base in ("bare_drop", "bare_accept"):
+            cost = _paired_cost(got, base, tag)
+            rows.append(
+                {
+                    "measure": f"[{impl}] CPU/verdict {base} / op25b",
+                    "value": cost,
+                    "target": ">= 0.90" if base == "bare_drop" else "(accept)",
+                    "pass": None if cost is None or base != "bare_drop" else cost >= 0.9,
+                    "limit": "the consumers' capacity ratio, generator-independent",
+                }
+            )
             v = _paired(got, tag, base)
             ok = None if v is None else v >= TARGETS["op25b_vs_bare"]
             target = ">= 0.90" if base == "bare_drop" else "(accept)"
@@ -791,6 +821,14 @@ def _paired(fl: dict[str, Any], a: str, b: str, skip_first: bool = False) -> flo
     rb = fl.get(b, {}).get("handled_pps_rounds", [])
     pairs = list(zip(ra, rb, strict=False))[1 if skip_first else 0 :]
     ratios = [x / y for x, y in pairs if y]
+    return round(statistics.median(ratios), 3) if ratios else None
+
+
+def _paired_cost(fl: dict[str, Any], a: str, b: str) -> float | None:
+    """Median over rounds of CPU-per-verdict a_i / b_i: b's capacity relative to a's."""
+    ca = [x.get("consumer_cpu_us_per_verdict") for x in fl.get(a, {}).get("rounds", [])]
+    cb = [x.get("consumer_cpu_us_per_verdict") for x in fl.get(b, {}).get("rounds", [])]
+    ratios = [x / y for x, y in zip(ca, cb, strict=False) if x and y]
     return round(statistics.median(ratios), 3) if ratios else None
 
 

@@ -22,6 +22,7 @@ and IRQ affinities (the latter are machine-wide).
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import subprocess
@@ -337,6 +338,15 @@ def proc_memory(pid: int) -> dict[str, float]:
         if key in ("VmRSS", "VmHWM"):
             out[key] = int(rest.split()[0]) / 1024
     return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of *pid*, all threads (0.0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def children(pid: int) -> list[int]:

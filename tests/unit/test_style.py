@@ -22,6 +22,7 @@ IMPORT_OWNERS: dict[str, str | None] = {
     "netfilterqueue": "kernel/nfq.py",
     "pyroute2": "lab/topology.py",
     "scapy": None,
+    "mypyc": None,  # scripts/build_native.py compiles the hot path; the package never imports it
     "aiosmtpd": "lab/mailservers.py",
     "matplotlib": "report/chart.py",
     "numpy": "report/chart.py",
