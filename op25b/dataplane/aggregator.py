@@ -174,9 +174,25 @@ class AbuseAggregator:
         now_wall: float,
     ) -> bool:
         """Count one blocked attempt; True when the source is new (see module docstring)."""
-        entry, new = self._entry(version, src, plan, action, rule, now_wall, 1, dst, dport)
+        entry: _Source | None = None
+        new = False
+        start = self._start
+        if start is not None and start <= now_wall < start + self.window:
+            # A flooding bot's every packet: its full record, same outcome, open window.
+            # Checked here without _entry's call and tuple (~15% of a memo-hit packet).
+            key = src if version == 4 else ((src >> self._v6_shift) << self._v6_shift) | V6_KEY_BIT
+            found = self._current.get(key)
+            if (
+                isinstance(found, _Source)
+                and found.action is action
+                and found.rule is rule
+                and found.plan == plan
+            ):
+                entry = found
         if entry is None:
-            return new  # a new _Once record holds this attempt
+            entry, new = self._entry(version, src, plan, action, rule, now_wall, 1, dst, dport)
+            if entry is None:
+                return new  # a new _Once record holds this attempt
         entry.packets += 1
         if now_wall > entry.last_seen:
             entry.last_seen = now_wall
