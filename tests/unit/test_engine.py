@@ -4,21 +4,26 @@ these tests do not need scapy."""
 
 from __future__ import annotations
 
+import random
 import struct
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from builders import FAR_FUTURE, addr, make_compiled
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_decide import NOW as DECIDE_NOW
+from test_decide import policy_strategy, random_address
 
 from op25b.dataplane import enforcer as enforcer_module
 from op25b.dataplane.aggregator import AbuseAggregator
 from op25b.dataplane.counters import Counters
 from op25b.dataplane.enforcer import Enforcer
 from op25b.dataplane.packet import MAX_EXTENSION_HEADERS, Packet, PacketError, parse
-from op25b.dataplane.verdicts import VERDICT_ACCEPT, VERDICT_DROP, VERDICT_REJECT
-from op25b.policy.compiled import CompiledPolicy
-from op25b.policy.decide import Decision, Reason, Verdict
-from op25b.policy.model import Action
+from op25b.dataplane.verdicts import FOR_VERDICT, VERDICT_ACCEPT, VERDICT_DROP, VERDICT_REJECT
+from op25b.policy.compiled import CompiledPolicy, compile_policy
+from op25b.policy.decide import Decision, Reason, Verdict, decide_addresses
+from op25b.policy.model import Action, Policy
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 SYN, ACK = 0x02, 0x10
@@ -458,3 +463,47 @@ def test_default_clock_is_the_current_utc_time() -> None:
     assert before <= e.now <= datetime.now(UTC)  # aware: a naive time would not compare
     assert e.wall == e.now.timestamp()
     assert e.handle(v4("100.64.7.7", MX)) == VERDICT_ACCEPT
+
+
+def raw_syn(version: int, src: int, dst: int, dport: int) -> bytes:
+    seg = tcp(40000, dport, SYN)
+    if version == 4:
+        return struct.pack("!BBHHHBBHII", 0x45, 0, 40, 0, 0, 64, 6, 0, src, dst) + seg
+    head = struct.pack("!IHBB", 6 << 28, len(seg), 6, 64)
+    return head + src.to_bytes(16, "big") + dst.to_bytes(16, "big") + seg
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(policy=policy_strategy(), seed=st.integers(min_value=0, max_value=2**32 - 1))
+def test_memoised_enforcer_agrees_with_decide(policy: Policy, seed: int) -> None:
+    """Whatever the memos hold (per source, per LPM class), every packet's verdict and
+    reason are decide()'s, including across exemption expiries as the clock moves."""
+    rng = random.Random(seed)
+    compiled = compile_policy(policy)
+    start = DECIDE_NOW - timedelta(hours=80)
+    e = Enforcer(compiled, Counters(), AbuseAggregator(), VERDICT_ACCEPT, start)
+    now = start
+    inside = [(p.version, p) for plan in policy.plans for p in plan.prefixes]
+    inside += [(x.prefix.version, x.prefix) for x in policy.exemptions]
+    mtas = [(v, a) for m in policy.provider_mtas for (v, a) in m.addresses]
+    before = e.counters.snapshot(0.0).reasons
+    for _ in range(120):
+        if rng.random() < 0.1:  # the clock moves on, sometimes past an expiry
+            now += timedelta(hours=rng.randint(0, 40))
+            e.set_clock(now)
+        if rng.random() < 0.7:
+            version, p = rng.choice(inside)
+            src = p.network | rng.getrandbits((32 if version == 4 else 128) - p.length)
+        else:
+            version = rng.choice([4, 6])
+            src = random_address(rng, version)
+        family_mtas = [a for v, a in mtas if v == version]
+        dst = rng.choice(family_mtas) if family_mtas and rng.random() < 0.2 else 0
+        dst = dst or random_address(rng, version)
+        port = rng.choice([25, 25, 2525, 587])
+        want = decide_addresses(compiled, version, src, dst, port, now)
+        assert e.handle(raw_syn(version, src, dst, port)) == FOR_VERDICT[want.verdict]
+        after = e.counters.snapshot(0.0).reasons
+        changed = {r for r in after if after[r] != before[r]}
+        assert changed == {want.reason.value}, (version, src, dst, port, now)
+        before = after
