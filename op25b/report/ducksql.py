@@ -1,0 +1,172 @@
+"""The DuckDB engine's SQL: reading the logs exactly as the reader would, and ranking.
+
+Owns the statements ``op25b.report.duckengine`` runs (that module owns running them);
+no DuckDB import here, only text.
+
+Reading. Every key is read as DuckDB's JSON type, whose text is the value re-written by
+DuckDB's JSON library in minified form: a string quoted with only the escapes it needs, an
+integer as plain digits, a real always with a '.' or an exponent. So one regular
+expression over the key texts joined by spaces (``_FORM``) tells, with one pass over a
+few hundred bytes, that a line is in the producer's form and that every value is what
+``abuseread.record_from_json`` would make of it; the values are then cut out of the text
+(no JSON function per key: half the scan's CPU before). Why joining is unambiguous: each
+part of the pattern but the last matches no space and no quote inside a string, so every
+part has to start where its key's text starts. A line in any other form (escapes in a
+string, ``1.0`` as the version, a time with an offset) is not wrong, only not certain:
+its file is read by ``abuseread`` and reaches DuckDB normalised (``SELECT_NORMALISED``).
+
+Ranking. Only scalars are aggregated over all sources (sums, minima, maxima, counts:
+DuckDB's hash aggregates spill them to disk under its memory limit; lists and
+``arg_min`` tops do not, and ran out of memory at 10M records). A source's lists (windows,
+routers, its sample in first-seen order) are made only for the sources shown, by
+``op25b.report.pyengine`` from their records (``DETAIL``).
+"""
+
+from __future__ import annotations
+
+DAY_MS = 86_400_000
+KEYS = ("type", "version", "router", "source", "family", "plan", "action", "rule",
+        "window_start", "window_end", "first_seen", "last_seen", "packets",
+        "distinct_destinations", "destinations_sample")  # fmt: skip
+COLUMNS = "{" + ", ".join(f"'{k}': 'JSON'" for k in KEYS) + "}"
+
+# The producer's time form, with ranges DuckDB and datetime.fromisoformat agree on (a
+# 31 September is refused by the cast below, so the row is not certain either).
+_TS = (
+    '"[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])'
+    'T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9][.][0-9]{3}Z"'
+)
+_STR = r'"[^"\\]+"'  # a non-empty string without escapes: its value is its text unquoted
+_ANY_STR = r'"[^"\\]*"'
+_COUNT = "[0-9]{1,18}"  # fits a BIGINT; a longer one is read by abuseread
+_FORM = " ".join([
+    '"blocked_source"', "1", "[46]", _STR, _STR, _STR, '"(drop|reject|monitor)"',
+    f"(null|{_ANY_STR})", _TS, _TS, _TS, _TS, _COUNT, _COUNT,
+    rf"\[({_ANY_STR}(,{_ANY_STR})*)?\]",
+])  # fmt: skip
+# "rule" may be missing or null (both SQL NULL here): spelled 'null' in the joined text.
+_JOINED = " || ' ' || ".join(
+    "coalesce(\"rule\"::VARCHAR, 'null')" if k == "rule" else f'"{k}"::VARCHAR' for k in KEYS
+)
+
+
+def _unquote(key: str) -> str:
+    return f'("{key}"::VARCHAR)[2:-2]'
+
+
+def _time(key: str) -> str:
+    return f'epoch_ms(TRY_CAST(("{key}"::VARCHAR)[2:-2] AS TIMESTAMPTZ))'
+
+
+_COLS = ("filename, bad, router, source, family, plan, action, rule, ws, we, fs, ls, "
+         "packets, dd, sample")  # fmt: skip
+# Another record type is not ours to count (the reader skips it quietly too); a row
+# whose "type" is missing or not a string is kept, fails _FORM and is read by abuseread.
+_OTHER_TYPE = """NOT coalesce(starts_with("type"::VARCHAR, '"')
+                              AND "type"::VARCHAR <> '"blocked_source"', false)"""
+
+SELECT_FAST = f"""
+SELECT {_COLS} FROM (
+    SELECT *, NOT coalesce(form AND ws IS NOT NULL AND we IS NOT NULL AND fs IS NOT NULL
+                           AND ls IS NOT NULL AND we >= ws AND ls >= fs, false) AS bad
+    FROM (SELECT filename, regexp_full_match({_JOINED}, '{_FORM}') AS form,
+                 {_unquote("router")} AS router, {_unquote("source")} AS source,
+                 TRY_CAST(family::VARCHAR AS INTEGER) AS family, {_unquote("plan")} AS plan,
+                 {_unquote("action")} AS action, {_unquote("rule")} AS rule,
+                 {_time("window_start")} AS ws, {_time("window_end")} AS we,
+                 {_time("first_seen")} AS fs, {_time("last_seen")} AS ls,
+                 TRY_CAST(packets::VARCHAR AS BIGINT) AS packets,
+                 TRY_CAST(distinct_destinations::VARCHAR AS BIGINT) AS dd,
+                 destinations_sample::VARCHAR AS sample
+          FROM (@SCAN@) WHERE {_OTHER_TYPE}))
+"""
+
+# Files abuseread validated and wrote in the producer's form (strings may need escapes).
+SELECT_NORMALISED = f"""
+SELECT filename, false AS bad, router->>'$' AS router, source->>'$' AS source,
+    TRY_CAST(family::VARCHAR AS INTEGER) AS family, plan->>'$' AS plan,
+    "action"->>'$' AS action, "rule"->>'$' AS rule,
+    {_time("window_start")} AS ws, {_time("window_end")} AS we,
+    {_time("first_seen")} AS fs, {_time("last_seen")} AS ls,
+    TRY_CAST(packets::VARCHAR AS BIGINT) AS packets,
+    TRY_CAST(distinct_destinations::VARCHAR AS BIGINT) AS dd,
+    destinations_sample::VARCHAR AS sample
+FROM (@SCAN@) WHERE {_OTHER_TYPE}
+"""
+
+
+def select(form: str, scan: str) -> str:
+    """``SELECT_FAST`` or ``SELECT_NORMALISED`` over ``scan`` (a read_json query)."""
+    return form.replace("@SCAN@", scan)
+
+
+EMPTY_U = """CREATE TABLE u (router VARCHAR, source VARCHAR, plan VARCHAR, action VARCHAR,
+    rule VARCHAR, ws BIGINT, we BIGINT, fs BIGINT, ls BIGINT, packets BIGINT, dd BIGINT,
+    sample VARCHAR, badfile VARCHAR, keep BOOLEAN, family INTEGER, copies BIGINT)"""
+
+
+def create_u(union: str, keep: str) -> str:
+    """Table u: each record once (equal in every field the report reads, the sample's
+    minified text included, = the same record read twice), with how often it was read."""
+    return (
+        "CREATE TABLE u AS SELECT router, source, plan, action, rule, ws, we, fs, ls, "
+        "packets, dd, sample, CASE WHEN bad THEN filename END AS badfile, "
+        f"coalesce(NOT bad AND {keep}, false) AS keep, min(family) AS family, "
+        f"count(*)::BIGINT AS copies FROM ({union}) GROUP BY ALL"
+    )
+
+
+# A sample's destinations from its minified text: split without a JSON parse when no
+# string in it has an escape (then '","' only occurs between two of them).
+_DESTS = """CASE WHEN contains(sample, '\\') THEN json_extract_string(sample, '$[*]')
+    WHEN sample = '[]' THEN []::VARCHAR[] ELSE string_split(sample[3:-3], '","') END"""
+
+# Windows merged across routers and the parts a reload split; the same float
+# operations, in the same order, as botscore.window_rate (IEEE doubles: same bits).
+CREATE_W = """CREATE TABLE w AS SELECT *,
+    CASE WHEN p >= 2 THEN p / greatest((l - f) / 1000, 1.0::DOUBLE) END AS rate
+FROM (SELECT source, ws, max(we) AS we, sum(packets)::BIGINT AS p, min(fs) AS f,
+             max(ls) AS l, max(dd) AS md
+      FROM u GROUP BY source, ws)"""
+
+
+def ranking(by_day: bool) -> list[str]:
+    """Statements building table src (a source's ranking facts) and, ``by_day``, table
+    days (the same per source and UTC day), from u and w. Distinct destinations are
+    counted as rows of a DISTINCT (spills), joined by a UNION ALL into one scalar
+    aggregate per source instead of a join."""
+    if not by_day:
+        pairs = f"CREATE TABLE pairs AS SELECT DISTINCT source, unnest({_DESTS}) AS dst FROM u"
+        return [pairs, _SRC, "DROP TABLE pairs"]
+    return [
+        f"""CREATE TABLE dpairs AS SELECT DISTINCT source, fdiv(ws, {DAY_MS})::BIGINT AS day,
+            unnest({_DESTS}) AS dst FROM u""",
+        "CREATE TABLE pairs AS SELECT DISTINCT source, dst FROM dpairs",
+        _SRC,
+        "DROP TABLE pairs",
+        f"""CREATE TABLE days AS SELECT source, day, greatest(max(md), count(dst)) AS nd,
+            max(rate) AS peak_rate, max(p) AS peak_window
+        FROM (SELECT source, fdiv(ws, {DAY_MS})::BIGINT AS day, p, rate, md, NULL AS dst FROM w
+              UNION ALL SELECT source, day, NULL, NULL, NULL, dst FROM dpairs)
+        GROUP BY source, day""",
+        "DROP TABLE dpairs",
+    ]
+
+
+_SRC = """CREATE TABLE src AS SELECT source, greatest(max(md), count(dst)) AS nd,
+    max(rate) AS peak_rate, max(p) AS peak_window, sum(p)::BIGINT AS attempts,
+    min(f) AS first, max(l) AS last
+FROM (SELECT source, p, f, l, rate, md, NULL AS dst FROM w
+      UNION ALL SELECT source, NULL, NULL, NULL, NULL, NULL, dst FROM pairs)
+GROUP BY source"""
+
+BRIEFS = "SELECT source, nd, peak_rate, peak_window, attempts, first, last FROM src"
+# One row per source and day, in source order (an external sort: spills).
+BRIEFS_BY_DAY = """SELECT source, s.nd, s.peak_rate, s.peak_window, attempts, first,
+    last, day, d.nd, d.peak_rate, d.peak_window
+FROM src s JOIN days d USING (source) ORDER BY source, day"""
+
+# The records of a few sources, each source's together (lowest family first: the
+# family a source gets when its records disagree).
+DETAIL = """SELECT router, source, family, plan, action, rule, ws, we, fs, ls, packets, dd,
+    sample FROM u WHERE source IN (SELECT unnest($1)) ORDER BY source, family"""
