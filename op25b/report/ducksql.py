@@ -39,11 +39,14 @@ _TS = (
 _STR = r'"[^"\\]+"'  # a non-empty string without escapes: its value is its text unquoted
 _ANY_STR = r'"[^"\\]*"'
 _COUNT = "[0-9]{1,18}"  # fits a BIGINT; a longer one is read by abuseread
-_FORM = " ".join([
-    '"blocked_source"', "1", "[46]", _STR, _STR, _STR, '"(drop|reject|monitor)"',
-    f"(null|{_ANY_STR})", _TS, _TS, _TS, _TS, _COUNT, _COUNT,
-    rf"\[({_ANY_STR}(,{_ANY_STR})*)?\]",
-])  # fmt: skip
+_PATTERNS = {
+    "type": '"blocked_source"', "version": "1", "router": _STR, "source": _STR,
+    "family": "[46]", "plan": _STR, "action": '"(drop|reject|monitor)"',
+    "rule": f"(null|{_ANY_STR})", "window_start": _TS, "window_end": _TS, "first_seen": _TS,
+    "last_seen": _TS, "packets": _COUNT, "distinct_destinations": _COUNT,
+    "destinations_sample": rf"\[({_ANY_STR}(,{_ANY_STR})*)?\]",
+}  # fmt: skip
+_FORM = " ".join(_PATTERNS[k] for k in KEYS)
 # "rule" may be missing or null (both SQL NULL here): spelled 'null' in the joined text.
 _JOINED = " || ' ' || ".join(
     "coalesce(\"rule\"::VARCHAR, 'null')" if k == "rule" else f'"{k}"::VARCHAR' for k in KEYS
