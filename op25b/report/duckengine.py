@@ -41,6 +41,7 @@ from op25b.util.timefmt import format_ms
 MEMORY_LIMIT = "512MB"
 FETCH_ROWS = 10_000
 POLL_S = 0.25
+HUGEINT_MAX = 2**127 - 1
 DETAIL_SOURCES = 10_000  # sources merged in Python at once when many are shown (--top 0)
 
 _FAST = ("gzip", "none")  # what DuckDB decompresses itself; bzip2 and xz go through abuseread
@@ -153,7 +154,7 @@ class DuckRun:
         if not parts:
             self._con.execute(ducksql.EMPTY_U)
             return set()
-        union = " UNION ALL ".join(f"({p})" for p in parts)
+        union = " UNION ALL BY NAME ".join(f"({p})" for p in parts)
         self._sql(ducksql.create_u(union, self._keep()), "reading")
         rows = self._con.execute("SELECT DISTINCT badfile FROM u WHERE badfile IS NOT NULL")
         return {r[0] for r in rows.fetchall()}
@@ -262,6 +263,10 @@ def _stream(cur: duckdb.DuckDBPyConnection) -> Iterator[tuple[Any, ...]]:
 
 def _normalised(rec: Record) -> str:
     """A validated record as one producer-form line (times in the exact 'Z' form)."""
+    if max(rec.packets, rec.distinct_destinations) > HUGEINT_MAX:
+        raise ReportError(
+            f"{rec.source}: a count beyond 2**127 does not fit DuckDB; use --engine python"
+        )
     return json.dumps({
         "type": "blocked_source", "version": 1, "router": rec.router, "source": rec.source,
         "family": rec.family, "plan": rec.plan, "action": rec.action, "rule": rec.rule,

@@ -5,15 +5,14 @@ no DuckDB import here, only text.
 
 Reading. Every key is read as DuckDB's JSON type, whose text is the value re-written by
 DuckDB's JSON library in minified form: a string quoted with only the escapes it needs, an
-integer as plain digits, a real always with a '.' or an exponent. So one regular
-expression over the key texts joined by spaces (``_FORM``) tells, with one pass over a
-few hundred bytes, that a line is in the producer's form and that every value is what
-``abuseread.record_from_json`` would make of it; the values are then cut out of the text
-(no JSON function per key: half the scan's CPU before). Why joining is unambiguous: each
-part of the pattern but the last matches no space and no quote inside a string, so every
-part has to start where its key's text starts. A line in any other form (escapes in a
-string, ``1.0`` as the version, a time with an offset) is not wrong, only not certain:
-its file is read by ``abuseread`` and reaches DuckDB normalised (``SELECT_NORMALISED``).
+integer as plain digits, a real always with a '.' or an exponent. So a few cheap tests on
+those texts (``_CERTAIN``: equality, a prefix, no backslash, a time that prints back as
+itself) tell that a line is in the producer's form and that every value is what
+``abuseread.record_from_json`` would make of it, and the values are cut out of the
+texts: no JSON function per key (those checks were half the scan's CPU). A line in any
+other form (escapes in a string, ``1.0`` as the version, a time with an offset) is not
+wrong, only not certain: its file is read by ``abuseread`` and reaches DuckDB normalised
+(``SELECT_NORMALISED``).
 
 Ranking. Only scalars are aggregated over all sources (sums, minima, maxima, counts:
 DuckDB's hash aggregates spill them to disk under its memory limit; lists and
@@ -30,69 +29,70 @@ KEYS = ("type", "version", "router", "source", "family", "plan", "action", "rule
         "distinct_destinations", "destinations_sample")  # fmt: skip
 COLUMNS = "{" + ", ".join(f"'{k}': 'JSON'" for k in KEYS) + "}"
 
-# The producer's time form, with ranges DuckDB and datetime.fromisoformat agree on (a
-# 31 September is refused by the cast below, so the row is not certain either).
-_TS = (
-    '"[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])'
-    'T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9][.][0-9]{3}Z"'
-)
-_STR = r'"[^"\\]+"'  # a non-empty string without escapes: its value is its text unquoted
-_ANY_STR = r'"[^"\\]*"'
+# The producer's time form; a time is certain when it prints back as itself (a 31
+# September does not parse) with a four-digit year from 1000 (what fromisoformat reads).
+_TIME_FORMAT = '"%Y-%m-%dT%H:%M:%S.%gZ"'
+_TIMES = {"window_start": "ws", "window_end": "we", "first_seen": "fs", "last_seen": "ls"}
+
+
+def _no_escape(key: str) -> str:
+    """A JSON string whose text has no backslash: its value is the text unquoted."""
+    return f"(starts_with({key}, '\"') AND NOT contains({key}, '\\'))"
+
+
+def _time_ok(key: str) -> str:
+    return (f"(length({key}) = 26 AND {key}[2] BETWEEN '1' AND '9' "
+            f"AND strftime({_TIMES[key]}, '{_TIME_FORMAT}') = {key})")  # fmt: skip
+
+
 _COUNT = "[0-9]{1,18}"  # fits a BIGINT; a longer one is read by abuseread
-_PATTERNS = {
-    "type": '"blocked_source"', "version": "1", "router": _STR, "source": _STR,
-    "family": "[46]", "plan": _STR, "action": '"(drop|reject|monitor)"',
-    "rule": f"(null|{_ANY_STR})", "window_start": _TS, "window_end": _TS, "first_seen": _TS,
-    "last_seen": _TS, "packets": _COUNT, "distinct_destinations": _COUNT,
-    "destinations_sample": rf"\[({_ANY_STR}(,{_ANY_STR})*)?\]",
-}  # fmt: skip
-_FORM = " ".join(_PATTERNS[k] for k in KEYS)
-# "rule" may be missing or null (both SQL NULL here): spelled 'null' in the joined text.
-_JOINED = " || ' ' || ".join(
-    "coalesce(\"rule\"::VARCHAR, 'null')" if k == "rule" else f'"{k}"::VARCHAR' for k in KEYS
-)
-
-
-def _unquote(key: str) -> str:
-    return f'("{key}"::VARCHAR)[2:-2]'
+_SAMPLE = r'\[("[^"\\]*"(,"[^"\\]*")*)?\]'  # strings without escapes, minified
+_CERTAIN = " AND ".join([
+    """"type" = '"blocked_source"'""", "version = '1'", "family IN ('4', '6')",
+    *(f"{_no_escape(k)} AND length({k}) > 2" for k in ("router", "source", "plan")),
+    """"action" IN ('"drop"', '"reject"', '"monitor"')""",
+    f'("rule" IS NULL OR {_no_escape("rule")})',  # missing and null are both SQL NULL
+    *(_time_ok(k) for k in _TIMES),
+    f"regexp_full_match(packets, '{_COUNT}')",
+    f"regexp_full_match(distinct_destinations, '{_COUNT}')",
+    f"regexp_full_match(destinations_sample, '{_SAMPLE}')",
+])  # fmt: skip
+_PARSED = ", ".join(f"try_strptime({k}, '{_TIME_FORMAT}') AS {v}" for k, v in _TIMES.items())
+_TEXTS = ", ".join(f'"{k}"::VARCHAR AS "{k}"' for k in KEYS)
 
 
 def _time(key: str) -> str:
     return f'epoch_ms(TRY_CAST(("{key}"::VARCHAR)[2:-2] AS TIMESTAMPTZ))'
 
 
-_COLS = ("filename, bad, router, source, family, plan, action, rule, ws, we, fs, ls, "
-         "packets, dd, sample")  # fmt: skip
 # Another record type is not ours to count (the reader skips it quietly too); a row
-# whose "type" is missing or not a string is kept, fails _FORM and is read by abuseread.
+# whose "type" is missing or not a string is kept, is not certain and is read by abuseread.
 _OTHER_TYPE = """NOT coalesce(starts_with("type"::VARCHAR, '"')
                               AND "type"::VARCHAR <> '"blocked_source"', false)"""
 
+# Texts, then the times parsed once, then the checks and the values (DuckDB computes an
+# expression named twice in one SELECT twice).
 SELECT_FAST = f"""
-SELECT {_COLS} FROM (
-    SELECT *, NOT coalesce(form AND ws IS NOT NULL AND we IS NOT NULL AND fs IS NOT NULL
-                           AND ls IS NOT NULL AND we >= ws AND ls >= fs, false) AS bad
-    FROM (SELECT filename, regexp_full_match({_JOINED}, '{_FORM}') AS form,
-                 {_unquote("router")} AS router, {_unquote("source")} AS source,
-                 TRY_CAST(family::VARCHAR AS INTEGER) AS family, {_unquote("plan")} AS plan,
-                 {_unquote("action")} AS action, {_unquote("rule")} AS rule,
-                 {_time("window_start")} AS ws, {_time("window_end")} AS we,
-                 {_time("first_seen")} AS fs, {_time("last_seen")} AS ls,
-                 TRY_CAST(packets::VARCHAR AS BIGINT) AS packets,
-                 TRY_CAST(distinct_destinations::VARCHAR AS BIGINT) AS dd,
-                 destinations_sample::VARCHAR AS sample
-          FROM (@SCAN@) WHERE {_OTHER_TYPE}))
+SELECT filename, NOT coalesce({_CERTAIN} AND we >= ws AND ls >= fs, false) AS bad,
+    router[2:-2] AS router, source[2:-2] AS source, TRY_CAST(family AS INTEGER) AS family,
+    plan[2:-2] AS plan, "action"[2:-2] AS action, "rule"[2:-2] AS rule,
+    {", ".join(f"epoch_ms({v}) AS {v}" for v in _TIMES.values())},
+    TRY_CAST(packets AS BIGINT) AS packets, TRY_CAST(distinct_destinations AS BIGINT) AS dd,
+    destinations_sample AS sample
+FROM (SELECT *, {_PARSED}
+      FROM (SELECT filename, {_TEXTS} FROM (@SCAN@) WHERE {_OTHER_TYPE}))
 """
 
-# Files abuseread validated and wrote in the producer's form (strings may need escapes).
+# Files abuseread validated and wrote in the producer's form (strings may need escapes,
+# counts may not fit a BIGINT: the reader takes any integer, ``duckengine`` up to 2**127).
 SELECT_NORMALISED = f"""
 SELECT filename, false AS bad, router->>'$' AS router, source->>'$' AS source,
     TRY_CAST(family::VARCHAR AS INTEGER) AS family, plan->>'$' AS plan,
     "action"->>'$' AS action, "rule"->>'$' AS rule,
     {_time("window_start")} AS ws, {_time("window_end")} AS we,
     {_time("first_seen")} AS fs, {_time("last_seen")} AS ls,
-    TRY_CAST(packets::VARCHAR AS BIGINT) AS packets,
-    TRY_CAST(distinct_destinations::VARCHAR AS BIGINT) AS dd,
+    TRY_CAST(packets::VARCHAR AS HUGEINT) AS packets,
+    TRY_CAST(distinct_destinations::VARCHAR AS HUGEINT) AS dd,
     destinations_sample::VARCHAR AS sample
 FROM (@SCAN@) WHERE {_OTHER_TYPE}
 """
@@ -128,7 +128,7 @@ _DESTS = """CASE WHEN contains(sample, '\\') THEN json_extract_string(sample, '$
 # operations, in the same order, as botscore.window_rate (IEEE doubles: same bits).
 CREATE_W = """CREATE TABLE w AS SELECT *,
     CASE WHEN p >= 2 THEN p / greatest((l - f) / 1000, 1.0::DOUBLE) END AS rate
-FROM (SELECT source, ws, max(we) AS we, sum(packets)::BIGINT AS p, min(fs) AS f,
+FROM (SELECT source, ws, max(we) AS we, sum(packets) AS p, min(fs) AS f,
              max(ls) AS l, max(dd) AS md
       FROM u GROUP BY source, ws)"""
 
@@ -157,7 +157,7 @@ def ranking(by_day: bool) -> list[str]:
 
 
 _SRC = """CREATE TABLE src AS SELECT source, greatest(max(md), count(dst)) AS nd,
-    max(rate) AS peak_rate, max(p) AS peak_window, sum(p)::BIGINT AS attempts,
+    max(rate) AS peak_rate, max(p) AS peak_window, sum(p) AS attempts,
     min(f) AS first, max(l) AS last
 FROM (SELECT source, p, f, l, rate, md, NULL AS dst FROM w
       UNION ALL SELECT source, NULL, NULL, NULL, NULL, NULL, dst FROM pairs)
