@@ -23,7 +23,9 @@ routers, its sample in first-seen order) are made only for the sources shown, by
 
 from __future__ import annotations
 
-DAY_MS = 86_400_000
+from op25b.report.botscore import DAY_MS, DEST_SATURATION
+
+_DAY = f"fdiv(ws, {DAY_MS})::BIGINT"  # botscore's day (floor division, as Python's //)
 KEYS = ("type", "version", "router", "source", "family", "plan", "action", "rule",
         "window_start", "window_end", "first_seen", "last_seen", "packets",
         "distinct_destinations", "destinations_sample")  # fmt: skip
@@ -135,21 +137,34 @@ FROM (SELECT source, ws, max(we) AS we, sum(packets) AS p, min(fs) AS f,
 
 def ranking(by_day: bool) -> list[str]:
     """Statements building table src (a source's ranking facts) and, ``by_day``, table
-    days (the same per source and UTC day), from u and w. Distinct destinations are
-    counted as rows of a DISTINCT (spills), joined by a UNION ALL into one scalar
-    aggregate per source instead of a join."""
+    days (the same per source and UTC day), from u and w.
+
+    Distinct destinations are counted as rows of a DISTINCT (it spills), joined to the
+    rest by a UNION ALL into one scalar aggregate per source instead of a join. They are
+    counted only where the largest per-record count is below DEST_SATURATION: at or
+    above it the score's destinations part is full whatever the union holds, so the
+    ranking (all ``Brief`` is for) is the same, and bots' long samples, most of the
+    pairs, are left out. The sources shown get exact counts (``DETAIL``).
+    """
+    below = f"HAVING max(md) < {DEST_SATURATION}"
     if not by_day:
-        pairs = f"CREATE TABLE pairs AS SELECT DISTINCT source, unnest({_DESTS}) AS dst FROM u"
-        return [pairs, _SRC, "DROP TABLE pairs"]
+        return [
+            f"""CREATE TABLE pairs AS SELECT DISTINCT source, unnest({_DESTS}) AS dst FROM u
+            SEMI JOIN (SELECT source FROM w GROUP BY source {below}) USING (source)""",
+            _SRC,
+            "DROP TABLE pairs",
+        ]
     return [
-        f"""CREATE TABLE dpairs AS SELECT DISTINCT source, fdiv(ws, {DAY_MS})::BIGINT AS day,
-            unnest({_DESTS}) AS dst FROM u""",
-        "CREATE TABLE pairs AS SELECT DISTINCT source, dst FROM dpairs",
+        f"""CREATE TABLE dpairs AS SELECT DISTINCT source, day, unnest({_DESTS}) AS dst
+        FROM (SELECT source, {_DAY} AS day, sample FROM u)
+        SEMI JOIN (SELECT source, {_DAY} AS day FROM w GROUP BY ALL {below}) USING (source, day)""",
+        f"""CREATE TABLE pairs AS SELECT DISTINCT source, dst FROM dpairs
+        SEMI JOIN (SELECT source FROM w GROUP BY source {below}) USING (source)""",
         _SRC,
         "DROP TABLE pairs",
         f"""CREATE TABLE days AS SELECT source, day, greatest(max(md), count(dst)) AS nd,
             max(rate) AS peak_rate, max(p) AS peak_window
-        FROM (SELECT source, fdiv(ws, {DAY_MS})::BIGINT AS day, p, rate, md, NULL AS dst FROM w
+        FROM (SELECT source, {_DAY} AS day, p, rate, md, NULL AS dst FROM w
               UNION ALL SELECT source, day, NULL, NULL, NULL, dst FROM dpairs)
         GROUP BY source, day""",
         "DROP TABLE dpairs",
