@@ -150,14 +150,25 @@ class DuckRun:
         ]
         if normalised:
             parts.append(ducksql.select(ducksql.SELECT_NORMALISED, _scan(normalised, "none")))
-        self._con.execute("DROP TABLE IF EXISTS u")
+        for table in ("u", "read", "twice"):
+            self._con.execute(f"DROP TABLE IF EXISTS {table}")
         if not parts:
             self._con.execute(ducksql.EMPTY_U)
             return set()
         union = " UNION ALL BY NAME ".join(f"({p})" for p in parts)
-        self._sql(ducksql.create_u(union, self._keep()), "reading")
-        rows = self._con.execute("SELECT DISTINCT badfile FROM u WHERE badfile IS NOT NULL")
-        return {r[0] for r in rows.fetchall()}
+        self._sql(ducksql.create_read(union, self._keep()), "reading")
+        rows = self._con.execute("SELECT DISTINCT badfile FROM read WHERE badfile IS NOT NULL")
+        bad = {r[0] for r in rows.fetchall()}
+        if bad:
+            return bad
+        self._sql(ducksql.CREATE_TWICE, "reading")
+        if self._con.execute("SELECT count(*) FROM twice").fetchall() == [(0,)]:
+            self._con.execute("ALTER TABLE read RENAME TO u")  # the usual case: no copies
+        else:
+            self._sql(ducksql.CREATE_U, "reading")
+            self._con.execute("DROP TABLE read")
+        self._con.execute("DROP TABLE twice")
+        return set()
 
     def _unparsable(self, paths: Sequence[str], kinds: dict[str, str]) -> set[str]:
         """The files of ``paths`` DuckDB cannot parse at all (a truncated line, not JSON)."""

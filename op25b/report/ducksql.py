@@ -107,18 +107,32 @@ def select(form: str, scan: str) -> str:
 
 EMPTY_U = """CREATE TABLE u (router VARCHAR, source VARCHAR, plan VARCHAR, action VARCHAR,
     rule VARCHAR, ws BIGINT, we BIGINT, fs BIGINT, ls BIGINT, packets BIGINT, dd BIGINT,
-    sample VARCHAR, badfile VARCHAR, keep BOOLEAN, family INTEGER, copies BIGINT)"""
+    sample VARCHAR, badfile VARCHAR, keep BOOLEAN, family INTEGER, copies BIGINT, h UBIGINT)"""
 
 
-def create_u(union: str, keep: str) -> str:
-    """Table u: each record once (equal in every field the report reads, the sample's
-    minified text included, = the same record read twice), with how often it was read."""
+_RECORD = "router, source, plan, action, rule, ws, we, fs, ls, packets, dd, sample"
+
+
+def create_read(union: str, keep: str) -> str:
+    """Table ``read``: every row the scan yields, with a hash of every field the report
+    reads (the sample's minified text included) to find the same record read twice."""
     return (
-        "CREATE TABLE u AS SELECT router, source, plan, action, rule, ws, we, fs, ls, "
-        "packets, dd, sample, CASE WHEN bad THEN filename END AS badfile, "
-        f"coalesce(NOT bad AND {keep}, false) AS keep, min(family) AS family, "
-        f"count(*)::BIGINT AS copies FROM ({union}) GROUP BY ALL"
+        f"CREATE TABLE read AS SELECT {_RECORD}, CASE WHEN bad THEN filename END AS badfile, "
+        f"coalesce(NOT bad AND {keep}, false) AS keep, family, 1::BIGINT AS copies, "
+        f"hash({_RECORD}) AS h FROM ({union})"
     )
+
+
+# Hashes more than one row has: records read twice, or (rarely) different records whose
+# hashes collide. Grouping on one integer is ~6x cheaper than on every field.
+CREATE_TWICE = "CREATE TABLE twice AS SELECT h FROM read GROUP BY h HAVING count(*) > 1"
+# Table u: each record once, with how often it was read. Rows of a hash seen more than
+# once are grouped on every field, so a collision never merges two different records.
+CREATE_U = f"""CREATE TABLE u AS
+    SELECT * FROM read ANTI JOIN twice USING (h)
+    UNION ALL BY NAME
+    SELECT {_RECORD}, badfile, keep, h, min(family) AS family, sum(copies)::BIGINT AS copies
+    FROM read SEMI JOIN twice USING (h) GROUP BY ALL"""
 
 
 # A sample's destinations from its minified text: split without a JSON parse when no

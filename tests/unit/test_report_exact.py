@@ -144,3 +144,24 @@ def test_a_count_beyond_duckdb_is_a_clear_error(tmp_path: Path) -> None:
         f"op25b report: error: {CLIENT}: a count beyond 2**127 does not fit DuckDB; "
         "use --engine python\n"
     )
+
+
+def test_a_hash_collision_never_merges_two_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every row given the same hash: only rows equal in every field count once."""
+    from op25b.report import desk, ducksql
+
+    real = ducksql.create_read
+    monkeypatch.setattr(
+        ducksql,
+        "create_read",
+        lambda union, keep: real(union, keep).replace(f"hash({ducksql._RECORD})", "0::UBIGINT"),
+    )
+    a = write(tmp_path / "a.jsonl", [*client_records(), *bot_records()])
+    b = write(tmp_path / "b.jsonl", [*bot_records("edge2"), *client_records()[:3]])
+    paths = [str(a), str(b), str(a)]
+    reps = [desk.build_report(paths, lambda p: None, engine=e) for e in ("python", "duckdb")]
+    assert [s.as_dict() for s in reps[1].sources] == [s.as_dict() for s in reps[0].sources]
+    assert (reps[1].records, reps[1].duplicates) == (reps[0].records, reps[0].duplicates)
+    assert reps[0].duplicates == 22 + 3  # a again, and the client windows b repeats
