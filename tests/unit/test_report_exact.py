@@ -165,3 +165,18 @@ def test_a_hash_collision_never_merges_two_records(
     assert [s.as_dict() for s in reps[1].sources] == [s.as_dict() for s in reps[0].sources]
     assert (reps[1].records, reps[1].duplicates) == (reps[0].records, reps[0].duplicates)
     assert reps[0].duplicates == 22 + 3  # a again, and the client windows b repeats
+
+
+def test_every_source_shown_is_merged_a_few_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--top 0 (every source's lists): merged in chunks, the same as in one piece."""
+    from op25b.report import desk
+
+    monkeypatch.setattr(duckengine, "DETAIL_SOURCES", 1)
+    log = write(tmp_path / "a.jsonl", [*client_records(), *bot_records(), dict(GOOD, source=BOT)])
+    reps = [desk.build_report([str(log)], lambda p: None, engine=e, chart=True, by_day=True)
+            for e in ("python", "duckdb")]  # fmt: skip
+    assert len(reps[1].sources) == 2
+    assert [s.as_dict() for s in reps[1].sources] == [s.as_dict() for s in reps[0].sources]
+    assert reps[1].windows == reps[0].windows
