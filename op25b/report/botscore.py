@@ -267,7 +267,12 @@ def bot_days(days: Sequence[DayStat]) -> tuple[str, ...]:
 
 @dataclass(frozen=True, slots=True)
 class Brief:
-    """What ranks a source and adds to the totals, without its lists (cheap for all)."""
+    """What ranks a source and adds to the totals, without its lists (cheap for all).
+
+    ``distinct`` (and a DayStat's) may stop at any count from DEST_SATURATION up: the
+    score is the same from there on, and the DuckDB engine spares counting a bot's
+    every destination. Summaries always get the exact count.
+    """
 
     source: str
     distinct: int

@@ -154,6 +154,10 @@ class PyRun:
                 days=_days(acc),
             )
 
+    def sources(self) -> list[str]:
+        """Every source seen so far, in the order first seen."""
+        return list(self._sources)
+
     def stats(self, sources: Sequence[str]) -> list[SourceStats]:
         """The full merged state of ``sources``."""
         return [_stats(s, self._sources[s]) for s in sources if s in self._sources]
