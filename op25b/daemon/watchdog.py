@@ -13,6 +13,15 @@ ERR line naming what was wrong; ``rules_repaired``/``rules_ok`` in the counters)
 A check never runs while a reload updates the kernel (they share ``lock``): it would
 otherwise "repair" the sets the reload is swapping. After a reload whose kernel update
 failed, ``force()`` makes the next check reinstall the last good policy in full.
+
+The expected state is only ever a whole one. A flush that lands between op25b's install
+and the read that records it would otherwise become the norm: every later check would
+find the damaged kernel "as expected" and enforcement would stay lost without a word.
+So a state read for the record must pass ``structural_problems`` (chains, first jumps,
+sets, the nft table, as ``op25b rules status`` checks without a record); if it does
+not, the target is reinstalled and read again (``REINSTALLS`` times), the damage is
+reported like a check's, and a state that is still not whole is recorded again by the
+next check instead of being compared against.
 """
 
 from __future__ import annotations
@@ -26,13 +35,20 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from op25b.daemon.syslogformat import Severity
-from op25b.kernel.integrity import VOLATILE_SETS, KernelState, problems, to_json
+from op25b.kernel.integrity import (
+    VOLATILE_SETS,
+    KernelState,
+    problems,
+    structural_problems,
+    to_json,
+)
 from op25b.kernel.ruletext import RuleConfig
 from op25b.kernel.seam import Kernel
 from op25b.policy.model import Policy
 
 LogFn = Callable[[Severity, str, str], None]
 Outcome = tuple[list[str], str | None]  # (problems found, repair error)
+REINSTALLS = 2  # reinstalls when the state read for the record is not whole
 
 
 @dataclass
@@ -69,6 +85,7 @@ class RuleWatchdog:
         self.target: tuple[RuleConfig, Policy] | None = None  # what a repair installs
         self._check: Future[Outcome] | None = None
         self._force = False
+        self._unrecorded = False  # the last record was not whole: record again
 
     @property
     def busy(self) -> bool:
@@ -76,26 +93,67 @@ class RuleWatchdog:
         return self._check is not None
 
     def take_expected_state(self) -> None:
-        """Record the state right after our own install (call on the kernel thread).
+        """Record the state right after our own install (at start-up, before the loop).
 
-        Also written to /run/op25b for ``op25b rules status`` (best effort: the
-        watchdog works from the copy in memory).
+        Damage found while recording is repaired and reported at once (see the module
+        docstring); also written to /run/op25b for ``op25b rules status`` (best
+        effort: the watchdog works from the copy in memory).
         """
-        self.expected = self.kernel.state()
+        found, error = self._record()
+        if found:
+            self._report(found, error)
+
+    def record_later(self) -> None:
+        """After a reload: record the new state on the kernel thread, reported like a check."""
+        if self._check is None:
+            self._check = self.io.submit(self._record_locked)
+        else:  # a check is in flight: the one after it records
+            self._unrecorded = True
+
+    def _record_locked(self) -> Outcome:
+        with self.lock:
+            return self._record()
+
+    def _record(self) -> Outcome:
+        """Read the state for the record; reinstall while it is not whole."""
+        state = self.kernel.state()
+        found = broken = self._broken(state)
+        error: str | None = None
+        for _ in range(REINSTALLS if broken else 0):
+            if self.target is None:
+                break
+            rule_cfg, policy = self.target
+            try:
+                self.kernel.install(rule_cfg, policy, self.clock())
+                state = self.kernel.state()
+            except Exception as e:  # the next check records again; the loop reports it
+                error = f"{type(e).__name__}: {e}"
+                break
+            broken = self._broken(state)
+            if not broken:
+                break
+        self._unrecorded = bool(broken) or error is not None
+        if self._unrecorded and error is None:
+            error = "still damaged after repair: " + "; ".join(broken)
+        self.expected = state
+        self._write_state_file(state)
+        return found, error
+
+    def _broken(self, state: KernelState) -> list[str]:
+        cache = self.target is not None and self.target[0].block_cache
+        return structural_problems(state, block_cache=cache)
+
+    def _write_state_file(self, state: KernelState) -> None:
         if not self.state_file:
             return
         try:
             os.makedirs(os.path.dirname(self.state_file), mode=0o755, exist_ok=True)
             tmp = f"{self.state_file}.{os.getpid()}"
             with open(tmp, "w", encoding="ascii") as f:
-                json.dump(to_json(self.expected), f)
+                json.dump(to_json(state), f)
             os.replace(tmp, self.state_file)
         except OSError as e:
             self.log(Severity.WARNING, f"cannot record kernel state: {e}", "rules")
-
-    def record_later(self) -> None:
-        """After a reload: record the new state on the kernel thread."""
-        self.io.submit(self.take_expected_state)
 
     def force(self) -> None:
         """The next check reinstalls the last good policy whatever it finds."""
@@ -117,6 +175,8 @@ class RuleWatchdog:
         expected, target = self.expected, self.target
         if expected is None or target is None:
             return [], None
+        if self._unrecorded:
+            return self._record()
         found = problems(expected, self.kernel.state(), VOLATILE_SETS)
         if force and not found:
             found = ["reinstating the last good ruleset after a failed kernel update"]
@@ -150,9 +210,16 @@ class RuleWatchdog:
             h.rules_ok = False
             self.log(Severity.ERR, f"kernel rules check failed: {e}", "rules")
             return
+        self._report(found, repair_error)
+
+    def _report(self, found: list[str], repair_error: str | None) -> None:
+        h = self.health
         h.last_problems = found
         if not found:
-            h.rules_ok = True
+            h.rules_ok = repair_error is None
+            if repair_error is not None:
+                h.rules_repair_failures += 1
+                self.log(Severity.ERR, f"kernel rules check failed: {repair_error}", "rules")
         elif repair_error is None:
             h.rules_repaired += 1
             h.rules_ok = True

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from io import StringIO
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fakekernel import FakeKernel
@@ -355,6 +356,71 @@ def test_flushed_ruleset_is_repaired_and_reported(env: Env) -> None:
     (line,) = env.syslog.having("kernel rules damaged, repaired")
     assert "iptables filter: chain OP25B is missing" in line
     assert "ip6tables mangle: the FORWARD jump to OP25B is missing" in line
+
+
+def test_a_flush_before_the_start_up_record_is_repaired_not_recorded(env: Env) -> None:
+    # nftables.service's `flush ruleset` landing between op25b's install and the read
+    # that records the expected state: recorded as it is, the damage would be "as
+    # expected" and never repaired.
+    policy = load_policy(env.policy).policy
+    w = Worker(
+        str(env.policy), policy, compile_policy(policy), policy.daemon, index=0,
+        kernel=env.kernel, notifier=Notifier({}), err=StringIO(),
+    )  # fmt: skip
+    w.writer.open()
+    env.kernel.install(w.rule_cfg, policy, w.clock())
+    env.kernel.flush_ruleset()
+    w.watchdog.take_expected_state()
+    whole = env.kernel._model(w.rule_cfg, env.kernel.sets)  # type: ignore[arg-type]
+    assert env.kernel.current.tables == whole.tables and env.kernel.current.nft == whole.nft
+    assert w.watchdog.expected == env.kernel.current
+    (line,) = env.syslog.having("kernel rules damaged, repaired")
+    assert "iptables filter: chain OP25B is missing" in line
+    assert w.health.rules_repaired == 1 and w.health.rules_ok
+    w.bind()
+    w.start()
+    # and the damage that follows is measured against the whole state
+    env.kernel.flush_ruleset()
+    steps_until(w, lambda: w.health.rules_repaired == 2)
+
+
+def test_a_flush_between_a_reload_and_its_record_is_repaired(env: Env) -> None:
+    w = env.worker()
+    update = env.kernel.update_sets
+
+    def update_then_flush(policy: Any, now: Any) -> None:
+        update(policy, now)
+        env.kernel.flush_ruleset()  # lands before the reload's record is read
+
+    env.kernel.update_sets = update_then_flush  # type: ignore[method-assign]
+    env.write(exemptions=f"[{{prefix: {BOT}/32, ticket: T-1, expires: 2999-01-01}}]")
+    reload(w)
+    steps_until(w, lambda: w.health.rules_repaired == 1)
+    whole = env.kernel._model(w.rule_cfg, env.kernel.sets)  # type: ignore[arg-type]
+    assert env.kernel.current.tables == whole.tables
+    assert w.watchdog.expected is not None and w.watchdog.expected.tables == whole.tables
+    assert env.syslog.having("kernel rules damaged, repaired")
+
+
+def test_a_record_that_cannot_be_made_whole_is_retried_by_the_next_check(env: Env) -> None:
+    policy = load_policy(env.policy).policy
+    w = Worker(
+        str(env.policy), policy, compile_policy(policy), policy.daemon, index=0,
+        kernel=env.kernel, notifier=Notifier({}), err=StringIO(),
+    )  # fmt: skip
+    w.writer.open()
+    env.kernel.install(w.rule_cfg, policy, w.clock())
+    env.kernel.flush_ruleset()
+    env.kernel.fail["install"] = 1
+    w.watchdog.take_expected_state()
+    assert w.health.rules_repair_failures == 1 and not w.health.rules_ok
+    assert env.syslog.having("repair failed (KernelFailure: install failed (injected))")
+    w.bind()
+    w.start()
+    steps_until(w, lambda: w.health.rules_repaired == 1 and w.health.rules_ok)
+    whole = env.kernel._model(w.rule_cfg, env.kernel.sets)  # type: ignore[arg-type]
+    assert env.kernel.current.tables == whole.tables
+    assert w.watchdog.expected == env.kernel.current
 
 
 def test_moved_jump_is_repaired(env: Env) -> None:
