@@ -2,8 +2,9 @@
 
 A router's agent forwards the abuse log to the collector through a disk-assisted
 queue (op25b/lab/rsyslog.py): while the collector is down the agent must keep what
-the router writes, and deliver it, once and in order, when the collector is back —
-so the desk's ``op25b report`` over the collected files counts every attempt.
+the router writes and deliver it when the collector is back (at least once: a batch
+in flight when the connection broke may come twice) — so the desk's ``op25b report``
+over the collected files counts every attempt, each once.
 """
 
 from __future__ import annotations
@@ -82,10 +83,17 @@ def test_a_collector_outage_delays_records_and_loses_none(tmp_path: Path) -> Non
             assert collected.read_text().splitlines() == before
             with Rsyslogd(fleet.ns("col"), tmp_path / "col", col_conf, COLLECTOR_PORT):
                 want = before + during
-                got = await_file(collected, lambda got: len(got) >= len(want), 60, "all 100")
-                assert got == want  # each once, in the router's order
+                got = await_file(
+                    collected, lambda got: set(want) <= set(got), 60, "all 100 records"
+                )
+        # At least once: every record arrives; the agent may resend the batch that was
+        # in flight when the connection broke (a duplicate, never a loss), and the
+        # desk's report counts a record read twice once.
+        assert set(got) == set(want)
+        assert got[: len(before)] == before
         report = build_report([str(collected)], lambda p: pytest.fail(str(p)))
-        assert (report.records, report.duplicates, report.problems) == (100, 0, 0)
+        resent = len(got) - len(want)
+        assert (report.records, report.duplicates, report.problems) == (100, resent, 0)
         assert (report.source_count, report.attempts) == (100, sum(range(1, 101)))
     finally:
         F.destroy_fleet(fleet)
