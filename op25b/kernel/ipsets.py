@@ -65,18 +65,19 @@ def _create_line(name: str, settype: str, version: int, count: int, extra: str =
     )
 
 
+# One family's static sets: (kind, ipset type), in load and swap order.
+_STATIC_KINDS = (("mta", "hash:ip"), ("allow", "hash:net"), ("subs", "hash:net"))
+
+
 def _static_sets(fam: FamilySets) -> list[tuple[str, str, list[str]]]:
     """(name, type, entry texts) of one family's static sets."""
     v = fam.version
-    return [
-        (set_name("mta", v), "hash:ip", [format_address(v, a) for a in fam.mta]),
-        (
-            set_name("allow", v),
-            "hash:net",
-            [prefix_text(p) + (" nomatch" if nm else "") for p, nm in fam.allow],
-        ),
-        (set_name("subs", v), "hash:net", fam.subs.texts()),
-    ]
+    entries = {
+        "mta": [format_address(v, a) for a in fam.mta],
+        "allow": [prefix_text(p) + (" nomatch" if nm else "") for p, nm in fam.allow],
+        "subs": fam.subs.texts(),
+    }
+    return [(set_name(kind, v), settype, entries[kind]) for kind, settype in _STATIC_KINDS]
 
 
 def render_load(contents: SetContents, skip: Collection[str] = ()) -> str:
@@ -113,26 +114,38 @@ def render_swap(
     (a source blocked under the old policy may be exempt under the new one). Sets in
     ``skip`` (not loaded by ``render_load``) are not swapped.
     """
+    return render_swap_names(
+        contents.block_timeout, existing, destroy, skip, block_maxelem=contents.block_maxelem
+    )
+
+
+def render_swap_names(
+    block_timeout: int,
+    existing: Iterable[str],
+    destroy: bool = True,
+    skip: Collection[str] = (),
+    *,
+    block_maxelem: int = DEFAULT_BLOCK_MAXELEM,
+) -> str:
+    """``render_swap`` from what it needs besides the set names: no entry is rendered
+    (at 1M prefixes rendering them again cost ~0.6 s of an install)."""
     have = set(existing)
     out: list[str] = []
-    for fam in (contents.v4, contents.v6):
-        for name, settype, _ in _static_sets(fam):
+    for v in (4, 6):
+        for kind, settype in _STATIC_KINDS:
+            name = set_name(kind, v)
             if name in skip:
                 continue
             if name not in have:
-                out.append(_create_line(name, settype, fam.version, 0))
+                out.append(_create_line(name, settype, v, 0))
             out.append(f"swap {name}{TMP_SUFFIX} {name}\n")
             if destroy:
                 out.append(f"destroy {name}{TMP_SUFFIX}\n")
-        block = set_name("block", fam.version)
+        block = set_name("block", v)
         # An existing cache is left alone: the daemon rotates it right after a reload
         # (op25b.kernel.blockcache), reading its counters first so no count is lost.
-        if contents.block_timeout > 0 and block not in have:
-            out.append(
-                block_set_line(
-                    block, fam.version, contents.block_timeout, maxelem=contents.block_maxelem
-                )
-            )
+        if block_timeout > 0 and block not in have:
+            out.append(block_set_line(block, v, block_timeout, maxelem=block_maxelem))
     return "".join(out)
 
 
@@ -215,6 +228,21 @@ def apply_sets(
     ``previous`` (what the live sets hold now) lets unchanged sets stay as they are and
     a big ``subs`` set be edited in place (``plan_changes``).
     """
+    skip, edits = load_sets(contents, cmd_prefix, previous)
+    if edits:
+        run_command(["ipset", "restore", "-exist"], cmd_prefix, edits)
+    swap_sets(contents.block_timeout, cmd_prefix, gentle, skip, contents.block_maxelem)
+
+
+def load_sets(
+    contents: SetContents, cmd_prefix: Sequence[str] = (), previous: SetContents | None = None
+) -> tuple[set[str], str]:
+    """Phase 1 alone: fill the ``-tmp`` sets (no live set changes); ``plan_changes``'s
+    (skipped sets, in-place edits) for ``swap_sets``.
+
+    Leftover temporaries of a crashed run are destroyed first; on a failure the
+    temporaries are destroyed and RulesError raised.
+    """
     tmps = [n for n in all_set_names() if n.endswith(TMP_SUFFIX)]
     destroy_sets(tmps, cmd_prefix)
     skip, edits = plan_changes(contents, previous, list_sets(cmd_prefix))
@@ -223,14 +251,30 @@ def apply_sets(
     except RulesError:
         destroy_sets(tmps, cmd_prefix)
         raise
-    if edits:
-        run_command(["ipset", "restore", "-exist"], cmd_prefix, edits)
-    swap = render_swap(contents, list_sets(cmd_prefix), not gentle, skip)
+    return skip, edits
+
+
+def swap_sets(
+    block_timeout: int,
+    cmd_prefix: Sequence[str] = (),
+    gentle: bool = False,
+    skip: Collection[str] = (),
+    block_maxelem: int = DEFAULT_BLOCK_MAXELEM,
+) -> None:
+    """Phase 2 alone: swap the loaded temporaries in (``render_swap_names``)."""
+    swap = render_swap_names(
+        block_timeout, list_sets(cmd_prefix), not gentle, skip, block_maxelem=block_maxelem
+    )
     if swap:
         run_command(["ipset", "restore"], cmd_prefix, swap)
     if gentle:
-        for tmp in tmps:
+        for tmp in (n for n in all_set_names() if n.endswith(TMP_SUFFIX)):
             drain_and_destroy(tmp, cmd_prefix)
+
+
+def discard_loaded(cmd_prefix: Sequence[str] = ()) -> None:
+    """Destroy the temporaries ``load_sets`` filled (a start refused before the swap)."""
+    destroy_sets([n for n in all_set_names() if n.endswith(TMP_SUFFIX)], cmd_prefix)
 
 
 def _load_families(contents: SetContents, skip: Collection[str], cmd_prefix: Sequence[str]) -> None:

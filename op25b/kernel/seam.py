@@ -19,7 +19,7 @@ from op25b.kernel.integrity import KernelState
 from op25b.kernel.isolate import run_isolated
 from op25b.kernel.queuestats import QueueStats, kernel_queue_stats
 from op25b.kernel.ruletext import RuleConfig
-from op25b.kernel.setcontents import compute_sets
+from op25b.kernel.setcontents import block_timeout, compute_sets
 from op25b.policy.model import Policy
 
 # handler(payload) -> a VERDICT_* int of op25b.dataplane.verdicts; it must not raise.
@@ -48,7 +48,20 @@ class Kernel(Protocol):
     """What the daemon needs from netfilter (see the module docstring)."""
 
     def install(self, cfg: RuleConfig, policy: Policy, now: datetime) -> None:
-        """Sets and rules for ``policy`` at ``now``; never removes anything on failure."""
+        """Sets and rules for ``policy`` at ``now``; never removes anything on failure.
+
+        After ``stage_sets`` of this very policy and ``now``, only the quick half is
+        left: the staged sets are swapped in, then the rules.
+        """
+
+    def stage_sets(self, policy: Policy, now: datetime) -> None:
+        """The slow half of an install, begun early (at start, beside the compile): the
+        sets for ``policy`` at ``now`` loaded beside the live ones. Nothing in force
+        changes until ``install``; ``discard_staged`` drops them."""
+
+    def discard_staged(self) -> None:
+        """Drop what ``stage_sets`` loaded (a start refused after it); nothing in force
+        changes."""
 
     def update_sets(self, policy: Policy, now: datetime) -> None:
         """Swap in the sets for ``policy`` at ``now``; the rules stay."""
@@ -95,6 +108,8 @@ class SystemKernel:
         # touches only the sets that change (op25b.kernel.ipsets.plan_changes). The
         # daemon disposes of a replaced policy only after the update that replaced it.
         self._loaded: tuple[Policy, datetime] | None = None
+        # What stage_sets loaded into the temporaries, until install swaps it in.
+        self._staged: tuple[Policy, datetime] | None = None
 
     def _run(self, work: Callable[[], None], what: str) -> None:
         if self.isolate:
@@ -104,15 +119,33 @@ class SystemKernel:
 
     def install(self, cfg: RuleConfig, policy: Policy, now: datetime) -> None:
         """See ``Kernel.install``."""
+        staged, self._staged = self._staged, None
         self._loaded = None  # until it succeeds, the live sets are unknown
-        self._run(
-            lambda: rules.install(cfg, compute_sets(policy, now), self.cmd_prefix), "op25b-install"
-        )
+        if staged is not None and staged[0] is policy and staged[1] == now:
+            # A few commands and no set entries: no child needed.
+            rules.install_staged(cfg, block_timeout(policy), self.cmd_prefix)
+        else:
+            self._run(
+                lambda: rules.install(cfg, compute_sets(policy, now), self.cmd_prefix),
+                "op25b-install",
+            )
         self._loaded = (policy, now)
+
+    def stage_sets(self, policy: Policy, now: datetime) -> None:
+        """See ``Kernel.stage_sets``."""
+        self._staged = None
+        self._run(lambda: rules.stage(compute_sets(policy, now), self.cmd_prefix), "op25b-stage")
+        self._staged = (policy, now)
+
+    def discard_staged(self) -> None:
+        """See ``Kernel.discard_staged``."""
+        self._staged = None
+        rules.discard_staged(self.cmd_prefix)
 
     def update_sets(self, policy: Policy, now: datetime) -> None:
         """See ``Kernel.update_sets``."""
         loaded, self._loaded = self._loaded, None
+        self._staged = None
 
         def work() -> None:
             previous = compute_sets(*loaded) if loaded is not None else None
@@ -131,7 +164,7 @@ class SystemKernel:
 
     def remove(self) -> None:
         """See ``Kernel.remove``."""
-        self._loaded = None
+        self._loaded = self._staged = None
         rules.remove(self.cmd_prefix)
 
     def queue_stats(self, queues: Iterable[int]) -> dict[int, QueueStats]:

@@ -200,8 +200,13 @@ def compute_sets(policy: Policy, now: datetime) -> SetContents:
     return SetContents(
         v4=family_contents(policy, 4, now),
         v6=family_contents(policy, 6, now),
-        block_timeout=max(0, policy.daemon.block_cache_timeout),
+        block_timeout=block_timeout(policy),
     )
+
+
+def block_timeout(policy: Policy) -> int:
+    """The verdict cache's entry timeout for ``policy`` (0: no cache sets)."""
+    return max(0, policy.daemon.block_cache_timeout)
 
 
 def next_change(policy: Policy, now: datetime) -> datetime | None:
