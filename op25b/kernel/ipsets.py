@@ -26,6 +26,7 @@ from __future__ import annotations
 import time
 from collections.abc import Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass
 
 from op25b.kernel.commands import RulesError, run_command
@@ -243,15 +244,18 @@ def load_sets(
     Leftover temporaries of a crashed run are destroyed first; on a failure the
     temporaries are destroyed and RulesError raised.
     """
-    tmps = [n for n in all_set_names() if n.endswith(TMP_SUFFIX)]
-    destroy_sets(tmps, cmd_prefix)
+    discard_loaded(cmd_prefix)
     skip, edits = plan_changes(contents, previous, list_sets(cmd_prefix))
-    try:
-        _load_families(contents, skip, cmd_prefix)
-    except RulesError:
-        destroy_sets(tmps, cmd_prefix)
-        raise
+    _load_families((contents.v4, contents.v6), skip, cmd_prefix)
     return skip, edits
+
+
+def load_families(families: Iterable[FamilySets], cmd_prefix: Sequence[str] = ()) -> None:
+    """``load_sets`` of a whole install, each family's restore begun as soon as the
+    family is there: a generator computing the v6 contents does so while the v4
+    restore runs (~0.4 s at 1M prefixes)."""
+    discard_loaded(cmd_prefix)
+    _load_families(families, (), cmd_prefix)
 
 
 def swap_sets(
@@ -277,23 +281,29 @@ def discard_loaded(cmd_prefix: Sequence[str] = ()) -> None:
     destroy_sets([n for n in all_set_names() if n.endswith(TMP_SUFFIX)], cmd_prefix)
 
 
-def _load_families(contents: SetContents, skip: Collection[str], cmd_prefix: Sequence[str]) -> None:
+def _load_families(
+    families: Iterable[FamilySets], skip: Collection[str], cmd_prefix: Sequence[str]
+) -> None:
     """Fill the v4 and v6 temporaries with two concurrent ``ipset restore`` runs.
 
     The v6 text is rendered while the v4 restore parses and loads (the tool's own
     parsing is ~40% of a load's CPU, measured at 1M entries), so on two cores the
-    phase costs about its larger half.
+    phase costs about its larger half. On a failure the temporaries are destroyed and
+    the error raised.
     """
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = []
-        for fam in (contents.v4, contents.v6):
-            text = render_load_family(fam, skip)
-            if text:
-                futures.append(pool.submit(run_command, ["ipset", "restore"], cmd_prefix, text))
-        errors = [f.exception() for f in futures]
-    for error in errors:
-        if error is not None:
-            raise error
+    futures = []
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            for fam in families:
+                text = render_load_family(fam, skip)
+                if text:
+                    futures.append(pool.submit(run_command, ["ipset", "restore"], cmd_prefix, text))
+        for future in futures:
+            future.result()  # the first failure
+    except BaseException:
+        with suppress(RulesError):  # the first failure is the one told
+            discard_loaded(cmd_prefix)
+        raise
 
 
 # A big set destroyed at once is freed by the kernel in RCU callbacks, a burst of

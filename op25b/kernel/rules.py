@@ -11,7 +11,7 @@ it and comes out after them, each with one ``nft -f`` transaction.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from op25b.kernel.commands import run_command
 from op25b.kernel.integrity import KernelState, parse_set_headers, parse_table
@@ -20,7 +20,7 @@ from op25b.kernel.ipsets import (
     destroy_sets,
     discard_loaded,
     list_sets,
-    load_sets,
+    load_families,
     swap_sets,
 )
 from op25b.kernel.names import (
@@ -36,7 +36,7 @@ from op25b.kernel.names import (
 from op25b.kernel.nfttext import parse_table as parse_nft_table
 from op25b.kernel.nfttext import render_table, render_table_removal, table_present
 from op25b.kernel.ruletext import ALL_TABLES, RuleConfig, render_removal, render_rules
-from op25b.kernel.setcontents import SetContents
+from op25b.kernel.setcontents import FamilySets, SetContents
 
 
 def _save(version: int, cmd_prefix: Sequence[str]) -> str:
@@ -73,11 +73,11 @@ def install(cfg: RuleConfig, sets: SetContents, cmd_prefix: Sequence[str] = ()) 
     _finish_install(cfg, cmd_prefix)
 
 
-def stage(sets: SetContents, cmd_prefix: Sequence[str] = ()) -> None:
+def stage(families: Iterable[FamilySets], cmd_prefix: Sequence[str] = ()) -> None:
     """The slow half of ``install`` alone: load the sets into temporaries beside the
-    live ones. Nothing in force changes: ``install_staged`` swaps them in,
-    ``discard_staged`` drops them."""
-    load_sets(sets, cmd_prefix)
+    live ones, each family as soon as it is computed. Nothing in force changes:
+    ``install_staged`` swaps them in, ``discard_staged`` drops them."""
+    load_families(families, cmd_prefix)
 
 
 def install_staged(cfg: RuleConfig, block_timeout: int, cmd_prefix: Sequence[str] = ()) -> None:

@@ -19,7 +19,7 @@ from op25b.kernel.integrity import KernelState
 from op25b.kernel.isolate import run_isolated
 from op25b.kernel.queuestats import QueueStats, kernel_queue_stats
 from op25b.kernel.ruletext import RuleConfig
-from op25b.kernel.setcontents import block_timeout, compute_sets
+from op25b.kernel.setcontents import block_timeout, compute_sets, family_contents
 from op25b.policy.model import Policy
 
 # handler(payload) -> a VERDICT_* int of op25b.dataplane.verdicts; it must not raise.
@@ -134,7 +134,12 @@ class SystemKernel:
     def stage_sets(self, policy: Policy, now: datetime) -> None:
         """See ``Kernel.stage_sets``."""
         self._staged = None
-        self._run(lambda: rules.stage(compute_sets(policy, now), self.cmd_prefix), "op25b-stage")
+
+        def work() -> None:
+            families = (family_contents(policy, v, now) for v in (4, 6))  # computed lazily
+            rules.stage(families, self.cmd_prefix)
+
+        self._run(work, "op25b-stage")
         self._staged = (policy, now)
 
     def discard_staged(self) -> None:
