@@ -2,8 +2,10 @@
 
 Start-up order, each step refusing cleanly before the next touches anything:
 load and check the policy (exit 1 with file:line), take the namespace lock (a second
-daemon exits 3 before touching the kernel), open the abuse log, install the rules
-and sets, fork and bind the followers, bind the leader's queue, then READY=1.
+daemon exits 3 before touching the kernel), open the abuse log, load the kernel sets
+beside the live ones while the policy compiles (``op25b.daemon.startsteps``), swap
+them in and install the rules, fork and bind the followers, bind the leader's queue,
+then READY=1.
 
 Never fail open: no error path removes op25b's rules. If binding fails or the loop
 dies of a bug, the daemon exits non-zero with its rules in place, the kernel's
