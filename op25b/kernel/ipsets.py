@@ -97,7 +97,9 @@ def render_load_family(fam: FamilySets, skip: Collection[str] = ()) -> str:
             continue
         tmp = name + TMP_SUFFIX
         out.append(_create_line(tmp, settype, fam.version, len(entries)))
-        out.extend(f"add {tmp} {e}\n" for e in entries)
+        if entries:  # one join, not an f-string per entry (~0.1 s per 500k entries)
+            add = f"add {tmp} "
+            out.append(add + f"\n{add}".join(entries) + "\n")
     return "".join(out)
 
 
