@@ -891,7 +891,7 @@ def summarise(r: dict[str, Any]) -> list[dict[str, Any]]:
         v,
         ">= 0.90",
         check(v, lambda x: x >= 0.9),
-        "cache hits drop in raw PREROUTING after an mta-set and a block-set lookup",
+        "cache hits drop in raw PREROUTING after an MTA address compare and a block-set lookup",
     )
     acc = fl.get("op25b_cache", {}).get("accounting", {})
     v = acc.get("logged_ratio")
