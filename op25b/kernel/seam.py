@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Protocol
 
-from op25b.kernel import ipsets, rules
+from op25b.kernel import cachesets, rules
 from op25b.kernel.integrity import KernelState
 from op25b.kernel.isolate import run_isolated
 from op25b.kernel.queuestats import QueueStats, kernel_queue_stats
@@ -188,12 +188,12 @@ class SystemKernel:
 
     def cache_add(self, entries: Sequence[tuple[int, int]], timeout: int) -> None:
         """See ``Kernel.cache_add``."""
-        ipsets.block_cache_add(entries, timeout, self.cmd_prefix)
+        cachesets.block_cache_add(entries, timeout, self.cmd_prefix)
 
     def cache_counts(self) -> CacheCounts:
         """See ``Kernel.cache_counts``."""
-        return ipsets.block_cache_counts(self.cmd_prefix)
+        return cachesets.block_cache_counts(self.cmd_prefix)
 
     def cache_rotate(self, timeout: int) -> CacheCounts:
         """See ``Kernel.cache_rotate``."""
-        return ipsets.block_cache_rotate(timeout, self.cmd_prefix)
+        return cachesets.block_cache_rotate(timeout, self.cmd_prefix)

@@ -276,7 +276,7 @@ def test_update_sets_swaps_contents(ns: list[str]) -> None:
 
 
 def test_block_cache_helpers(ns: list[str]) -> None:
-    from op25b.kernel.ipsets import block_cache_add, block_cache_read
+    from op25b.kernel.cachesets import block_cache_add, block_cache_read
     from op25b.policy.addr import parse_address
 
     p = policy(daemon=DaemonConfig(block_cache_timeout=30))

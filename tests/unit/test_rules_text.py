@@ -18,12 +18,8 @@ from builders import make_policy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from op25b.kernel.ipsets import (
-    BlockEntry,
-    parse_block_save,
-    render_load,
-    render_swap,
-)
+from op25b.kernel.cachesets import BlockEntry, parse_block_save
+from op25b.kernel.ipsets import render_load, render_swap
 from op25b.kernel.names import (
     ACCEPT_MARK,
     MARK_MASK,
