@@ -39,7 +39,6 @@ from op25b.kernel.setcontents import compute_sets, next_change
 from op25b.policy.addr import parse_address, parse_prefix, prefix_text
 from op25b.policy.compiled import compile_policy
 from op25b.policy.decide import Verdict, decide_addresses
-from op25b.policy.loader import load_policy_text
 from op25b.policy.model import Action, DaemonConfig, DownMode
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -573,28 +572,11 @@ def test_raw_cache_lets_provider_mtas_by_before_the_block_set_counts(
 
 
 def test_raw_mtas_come_from_the_policy_only_when_the_cache_drops_in_raw() -> None:
-    text = POLICY_WITH_CACHE
-    raw = RuleConfig.from_policy(load_policy_text(text.format(action="drop"), "p.yaml").policy)
+    cache = DaemonConfig(block_cache_timeout=30)
+    mtas = ["2001:db8:25::25", "203.0.113.25"]
+    raw = RuleConfig.from_policy(make_policy(mtas=mtas, daemon=cache))
     assert raw.raw_mtas == ((4, MTA4), (6, MTA6)) and raw.uses_raw_cache
     # reject keeps the cache in mangle, which uses the mta set: no addresses in the
     # rules, so an MTA change does not reinstall them
-    mangle = RuleConfig.from_policy(
-        load_policy_text(text.format(action="reject"), "p.yaml").policy
-    )
+    mangle = RuleConfig.from_policy(make_policy(mtas=mtas, daemon=cache, action=Action.REJECT))
     assert mangle.raw_mtas == () and not mangle.uses_raw_cache
-
-
-POLICY_WITH_CACHE = """\
-version: 1
-guarded_ports: [25]
-action: {action}
-plans:
-  residential:
-    exempt: false
-    prefixes: [100.64.0.0/16, "2001:db8:100::/40"]
-provider_mtas:
-  smarthost:
-    addresses: ["2001:db8:25::25", 203.0.113.25]
-daemon:
-  block_cache_timeout: 30
-"""
