@@ -2,8 +2,10 @@
 
 Start-up order, each step refusing cleanly before the next touches anything:
 load and check the policy (exit 1 with file:line), take the namespace lock (a second
-daemon exits 3 before touching the kernel), open the abuse log, install the rules
-and sets, fork and bind the followers, bind the leader's queue, then READY=1.
+daemon exits 3 before touching the kernel), open the abuse log, load the kernel sets
+beside the live ones while the policy compiles (``op25b.daemon.startsteps``), swap
+them in and install the rules, fork and bind the followers, bind the leader's queue,
+then READY=1.
 
 Never fail open: no error path removes op25b's rules. If binding fails or the loop
 dies of a bug, the daemon exits non-zero with its rules in place, the kernel's
@@ -28,22 +30,14 @@ import sys
 import time
 import traceback
 from contextlib import ExitStack
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, NoReturn, TextIO
+from typing import NoReturn, TextIO
 
-from op25b.daemon.config import Overrides, apply_overrides
-from op25b.daemon.loadchild import load_compiled
+from op25b.daemon.config import Overrides
 from op25b.daemon.lock import NamespaceLock
-from op25b.daemon.metricshub import Channel, MetricsHub
 from op25b.daemon.reload import pin_mmap_threshold, trim_memory
 from op25b.daemon.sdnotify import Notifier
-from op25b.daemon.startup import (
-    COMPILE_PER_MILLION,
-    INSTALL_PER_MILLION,
-    Progress,
-    budget,
-    prefix_count,
-)
+from op25b.daemon.startsteps import Metrics, StagingFailed, Startup
+from op25b.daemon.startup import INSTALL_PER_MILLION, Progress, budget, prefix_count
 from op25b.daemon.syslogformat import Severity
 from op25b.daemon.worker import Worker
 from op25b.errors import EXIT_ENVIRONMENT, EXIT_INVALID, EnvironmentFailure, Op25bError
@@ -51,11 +45,8 @@ from op25b.kernel import integrity
 from op25b.kernel.ruletext import RuleConfig
 from op25b.kernel.seam import Kernel, SystemKernel
 from op25b.policy.compiled import CompiledPolicy
-from op25b.policy.model import DaemonConfig, Policy
+from op25b.policy.model import Policy
 from op25b.policy.problems import PolicyError
-
-if TYPE_CHECKING:  # prometheus_client is needed only when daemon.metrics is set
-    from op25b.daemon.metrics import Exporter
 
 EXIT_CRASHED = 1
 # More unexpected follower deaths than this within the window: stop and let systemd
@@ -83,112 +74,51 @@ def run(
     """
     pin_mmap_threshold()
     notifier = Notifier() if notifier is None else notifier
-    progress = Progress(notifier)
-    phases = ExitStack()
-
-    def loaded(policy: Policy) -> None:
-        # The loader child compiles from here on: systemd hears that phase.
-        size = prefix_count(policy)
-        phases.close()
-        allowed = budget(COMPILE_PER_MILLION, size)
-        phases.enter_context(progress.phase(f"compiling {size:,} prefixes", allowed))
-
-    try:
-        # In a child: the loader's garbage never enters the daemon's heap (start-up RSS
-        # and high-water mark stay at what the compiled policy needs).
-        with phases:
-            phases.enter_context(progress.phase(f"loading {policy_path}"))
-            policy, compiled = load_compiled(
-                policy_path, background=False, on_policy=loaded, progress=progress.loaded
-            )
-        cfg = apply_overrides(policy.daemon, overrides)
-    except PolicyError as e:
-        print(e, file=err)
-        return EXIT_INVALID
-    except Op25bError as e:
-        print(f"op25b run: {e}", file=err)
-        return e.exit_code
     if state_file is None:
         state_file = integrity.state_file() if kernel is None else ""
     kernel = SystemKernel() if kernel is None else kernel
     lock = NamespaceLock() if lock is None else lock
-    try:
-        lock.acquire()
-    except Op25bError as e:
-        print(f"op25b run: {e}", file=err)
-        return e.exit_code
-    try:
-        with _Metrics(cfg) as metrics:
-            code = _run_locked(
-                policy_path, policy, compiled, cfg, kernel, progress, lock, err, state_file, metrics
-            )
-            metrics.clean = code == 0
-            return code
-    except EnvironmentFailure as e:
-        print(f"op25b run: {e}", file=err)
-        return e.exit_code
-    finally:
-        lock.release()
+    # The lock and the metrics exporter, from when start-up takes them until exit.
+    with ExitStack() as held:
+        start = Startup(overrides, kernel, lock, Progress(notifier), held)
+        try:
+            # In a child: the loader's garbage never enters the daemon's heap (start-up
+            # RSS and high-water mark stay at what the compiled policy needs). The
+            # kernel sets load beside the compile (op25b.daemon.startsteps).
+            policy, compiled = start.load(policy_path)
+        except PolicyError as e:
+            print(e, file=err)
+            return _abandon(start, EXIT_INVALID, err)
+        except Op25bError as e:
+            print(f"op25b run: {e}", file=err)
+            return _abandon(start, e.exit_code, err)
+        try:
+            code = _run_locked(policy_path, policy, compiled, start, err, state_file)
+        except EnvironmentFailure as e:
+            print(f"op25b run: {e}", file=err)
+            return e.exit_code
+        assert start.metrics is not None  # begin() ran before the compiled policy came
+        start.metrics.clean = code == 0
+        return code
 
 
-class _Metrics:
-    """``daemon.metrics``: the exporter (if configured) from start to exit.
-
-    prometheus_client is imported only when a policy asks for metrics, so a daemon
-    without them runs without the library.
-    """
-
-    def __init__(self, cfg: DaemonConfig) -> None:
-        self.cfg = cfg.metrics
-        self.hub = MetricsHub()
-        self.exporter: Exporter | None = None
-        self.clean = False  # exit 0: the rules are gone, so is the textfile
-
-    def __enter__(self) -> _Metrics:
-        if self.cfg.enabled:
-            try:
-                from op25b.daemon.metrics import Exporter
-            except ImportError:
-                raise EnvironmentFailure(
-                    "daemon.metrics needs prometheus-client (pip install 'op25b[daemon]')"
-                ) from None
-            self.exporter = Exporter(self.cfg, self.hub, Channel())
-            try:
-                self.exporter.open()  # before the kernel is touched: exit 3 if it fails
-            except EnvironmentFailure:
-                self.exporter.stop(clean=True)
-                raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.exporter is not None:
-            self.exporter.stop(self.clean)
-
-    def attach(self, worker: Worker) -> None:
-        """The leader publishes into the hub; the exporter's thread starts."""
-        if self.exporter is not None:
-            worker.on_metrics = self.hub.publish
-            self.exporter.start()
-
-    def in_follower(self, worker: Worker) -> None:
-        """A forked follower: drop the leader's sockets, send samples to the leader."""
-        if self.exporter is not None:
-            self.exporter.in_follower()
-            worker.on_metrics = self.exporter.channel.send
+def _abandon(start: Startup, code: int, err: TextIO) -> int:
+    problem = start.abandon()
+    if problem is not None:
+        print(f"op25b run: {problem}", file=err)
+    return code
 
 
 def _run_locked(
     policy_path: str,
     policy: Policy,
     compiled: CompiledPolicy,
-    cfg: DaemonConfig,
-    kernel: Kernel,
-    progress: Progress,
-    lock: NamespaceLock,
+    start: Startup,
     err: TextIO,
     state_file: str,
-    metrics: _Metrics,
 ) -> int:
+    assert start.cfg is not None and start.metrics is not None and start.now is not None
+    cfg, kernel, metrics, progress = start.cfg, start.kernel, start.metrics, start.progress
     notifier = progress.notifier
     size = prefix_count(policy)
     worker = Worker(
@@ -198,20 +128,21 @@ def _run_locked(
         worker.writer.open()
     except OSError as e:
         print(f"op25b run: cannot open abuse log {cfg.abuse_log}: {e.strerror or e}", file=err)
-        return EXIT_ENVIRONMENT
+        return _abandon(start, EXIT_ENVIRONMENT, err)
     worker.watchdog.state_file = state_file
     trim_memory()
     try:
         text = f"installing kernel rules and sets ({size:,} prefixes)"
         with progress.phase(text, budget(INSTALL_PER_MILLION, size)):
-            kernel.install(RuleConfig.from_policy(policy), policy, datetime.now(UTC))
+            start.staged()
+            kernel.install(RuleConfig.from_policy(policy), policy, start.now)
         worker.watchdog.take_expected_state()
-    except (Op25bError, OSError, ValueError) as e:
+    except (Op25bError, OSError, ValueError, StagingFailed) as e:
         hint = " (op25b run needs root or CAP_NET_ADMIN)" if os.geteuid() != 0 else ""
         print(f"op25b run: installing kernel rules failed{hint}: {e}", file=err)
         return EXIT_ENVIRONMENT
     notifier.status(f"binding {cfg.workers} queue(s) from {cfg.queue}")
-    followers = Followers(worker, lock, metrics)
+    followers = Followers(worker, start.lock, metrics)
     try:
         followers.start_all()
         worker.bind()
@@ -248,7 +179,7 @@ class FollowerCrashLoop(Exception):
 class Followers:
     """The leader's forked workers: started, restarted, stopped."""
 
-    def __init__(self, leader: Worker, lock: NamespaceLock, metrics: _Metrics) -> None:
+    def __init__(self, leader: Worker, lock: NamespaceLock, metrics: Metrics) -> None:
         self.leader = leader
         self.lock = lock
         self.metrics = metrics

@@ -17,13 +17,19 @@ from op25b.kernel.commands import RulesError
 from op25b.util.forked import ChildFailed, run_forked
 
 
-def run_isolated(work: Callable[[], None], what: str = "op25b-kernel") -> None:
-    """Run ``work`` in a forked child and wait for it; its error is raised here."""
+def run_isolated(
+    work: Callable[[], None], what: str = "op25b-kernel", *, background: bool = True
+) -> None:
+    """Run ``work`` in a forked child and wait for it; its error is raised here.
+
+    ``background`` (the default: a verdict loop runs beside it) lowers the child's
+    priority; at start-up nothing is there to protect and the child goes first.
+    """
 
     def child(_out: BinaryIO) -> None:
         work()
 
     try:
-        run_forked(child, lambda _pipe: None, background=True)
+        run_forked(child, lambda _pipe: None, background=background)
     except ChildFailed as e:
         raise RulesError([what], 1, str(e)) from None

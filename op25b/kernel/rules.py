@@ -11,11 +11,18 @@ it and comes out after them, each with one ``nft -f`` transaction.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from op25b.kernel.commands import run_command
 from op25b.kernel.integrity import KernelState, parse_set_headers, parse_table
-from op25b.kernel.ipsets import apply_sets, destroy_sets, list_sets
+from op25b.kernel.ipsets import (
+    apply_sets,
+    destroy_sets,
+    discard_loaded,
+    list_sets,
+    load_families,
+    swap_sets,
+)
 from op25b.kernel.names import (
     CHAIN,
     HOOK_OF,
@@ -29,7 +36,7 @@ from op25b.kernel.names import (
 from op25b.kernel.nfttext import parse_table as parse_nft_table
 from op25b.kernel.nfttext import render_table, render_table_removal, table_present
 from op25b.kernel.ruletext import ALL_TABLES, RuleConfig, render_removal, render_rules
-from op25b.kernel.setcontents import SetContents
+from op25b.kernel.setcontents import FamilySets, SetContents
 
 
 def _save(version: int, cmd_prefix: Sequence[str]) -> str:
@@ -61,9 +68,36 @@ def install(cfg: RuleConfig, sets: SetContents, cmd_prefix: Sequence[str] = ()) 
     what failed, and the caller decides (a reload keeps the old policy; the watchdog
     tries again).
     """
-    if cfg.uses_block_cache and sets.block_timeout <= 0:
-        raise ValueError("block cache rules need a block_timeout in the set contents")
+    _check_cache(cfg, sets.block_timeout)
     apply_sets(sets, cmd_prefix)
+    _finish_install(cfg, cmd_prefix)
+
+
+def stage(families: Iterable[FamilySets], cmd_prefix: Sequence[str] = ()) -> None:
+    """The slow half of ``install`` alone: load the sets into temporaries beside the
+    live ones, each family as soon as it is computed. Nothing in force changes:
+    ``install_staged`` swaps them in, ``discard_staged`` drops them."""
+    load_families(families, cmd_prefix)
+
+
+def install_staged(cfg: RuleConfig, block_timeout: int, cmd_prefix: Sequence[str] = ()) -> None:
+    """The quick half of ``install`` after ``stage``: swap the sets in, then the rules."""
+    _check_cache(cfg, block_timeout)
+    swap_sets(block_timeout, cmd_prefix)
+    _finish_install(cfg, cmd_prefix)
+
+
+def discard_staged(cmd_prefix: Sequence[str] = ()) -> None:
+    """Drop what ``stage`` loaded; the live sets and rules stay as they are."""
+    discard_loaded(cmd_prefix)
+
+
+def _check_cache(cfg: RuleConfig, block_timeout: int) -> None:
+    if cfg.uses_block_cache and block_timeout <= 0:
+        raise ValueError("block cache rules need a block_timeout in the set contents")
+
+
+def _finish_install(cfg: RuleConfig, cmd_prefix: Sequence[str]) -> None:
     install_rules(cfg, cmd_prefix)
     if not cfg.uses_block_cache:
         # Safe only now: the old rules that may have referenced them are replaced.

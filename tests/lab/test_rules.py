@@ -29,6 +29,7 @@ from op25b.kernel.commands import RulesError, run_command
 from op25b.kernel.names import HOOK_OF, set_name
 from op25b.kernel.nfttext import clear_rule, expected_table
 from op25b.kernel.ruletext import RuleConfig, render_rules
+from op25b.kernel.seam import SystemKernel
 from op25b.kernel.setcontents import compute_sets
 from op25b.lab import tools
 from op25b.policy.model import Action, DaemonConfig, DownMode, Policy
@@ -275,7 +276,7 @@ def test_update_sets_swaps_contents(ns: list[str]) -> None:
 
 
 def test_block_cache_helpers(ns: list[str]) -> None:
-    from op25b.kernel.ipsets import block_cache_add, block_cache_read
+    from op25b.kernel.cachesets import block_cache_add, block_cache_read
     from op25b.policy.addr import parse_address
 
     p = policy(daemon=DaemonConfig(block_cache_timeout=30))
@@ -404,3 +405,34 @@ def test_large_set_install(ns: list[str], count: int) -> None:
         f"update_sets {t3 - t2:.2f}s"
     )
     rules.remove(ns)
+
+
+def without_initval(snap: dict[str, list[str]]) -> dict[str, list[str]]:
+    """A snapshot without ipset's random hash seeds (each new set gets its own)."""
+    return {k: [re.sub(r" initval 0x[0-9a-f]+", "", ln) for ln in v] for k, v in snap.items()}
+
+
+def test_staged_sets_change_nothing_in_force_until_the_install(ns: list[str]) -> None:
+    """Start-up's pipelining on the real kernel: sets staged while the policy compiles
+    sit beside the live ones; dropping them leaves the previous run's rules and sets
+    exactly; installing them gives what a full install gives."""
+    old = policy()
+    rules.install(RuleConfig.from_policy(old), compute_sets(old, NOW), ns)
+    previous = snapshot(ns)
+    new = policy(guarded_ports=(25, 2525), daemon=DaemonConfig(block_cache_timeout=30))
+    kernel = SystemKernel(ns)
+    kernel.stage_sets(new, NOW)
+    staged = snapshot(ns)
+    assert {k: v for k, v in staged.items() if not k.endswith("-tmp")} == previous
+    assert "ipset op25b-subs4-tmp" in staged and "ipset op25b-allow6-tmp" in staged
+    kernel.discard_staged()
+    assert snapshot(ns) == previous
+
+    kernel.stage_sets(new, NOW)
+    kernel.install(RuleConfig.from_policy(new), new, NOW)
+    via_staging = without_initval(snapshot(ns))
+    rules.install(RuleConfig.from_policy(new), compute_sets(new, NOW), ns)
+    assert via_staging == without_initval(snapshot(ns))
+    assert "ipset op25b-block4" in via_staging and not any(k.endswith("-tmp") for k in via_staging)
+    rules.remove(ns)
+    assert own_sets(ns) == []

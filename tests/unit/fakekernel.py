@@ -9,6 +9,7 @@ and fake queues whose packets tests feed in as raw bytes.
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -83,6 +84,10 @@ class FakeKernel:
     queues: dict[int, FakeQueue] = field(default_factory=dict)
     cache: dict[tuple[int, int], int] = field(default_factory=dict)
     dropped: dict[int, int] = field(default_factory=dict)  # queue -> kernel drops
+    # What stage_sets loaded into temporaries (not in force), until install or discard.
+    staged: tuple[Policy, datetime] | None = None
+    # Set: stage_sets waits for it (a test orders the staging against the compile).
+    stage_gate: threading.Event | None = None
 
     def _call(self, name: str, detail: str = "") -> None:
         self.calls.append((name, detail))
@@ -125,9 +130,22 @@ class FakeKernel:
         return KernelState(tables, counts, expected_table(cfg.guarded_ports))
 
     def install(self, cfg: RuleConfig, policy: Policy, now: datetime) -> None:
-        self._call("install", f"{cfg.action.value} fast_path={cfg.fast_path}")
+        staged, self.staged = self.staged, None
+        used = staged is not None and staged[0] is policy and staged[1] == now
+        self._call("install", f"{cfg.action.value} fast_path={cfg.fast_path}" + " staged" * used)
         self.cfg, self.sets = cfg, compute_sets(policy, now)
         self.current = self._model(cfg, self.sets)
+
+    def stage_sets(self, policy: Policy, now: datetime) -> None:
+        self.staged = None
+        if self.stage_gate is not None:
+            self.stage_gate.wait(10)
+        self._call("stage_sets")
+        self.staged = (policy, now)  # beside the live sets: ``current`` is unchanged
+
+    def discard_staged(self) -> None:
+        self._call("discard_staged")
+        self.staged = None
 
     def update_sets(self, policy: Policy, now: datetime) -> None:
         self._call("update_sets")

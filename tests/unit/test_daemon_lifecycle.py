@@ -188,7 +188,9 @@ def test_start_installs_then_binds_and_a_clean_stop_removes(env: Env) -> None:
     codes, err = run_in_background_until_bound(env, lock)
     assert codes == [0], err.getvalue()
     names = env.kernel.names()
-    assert names[:3] == ["install", "state", "bind_queue"]
+    # The sets were staged while the policy compiled; the install only swapped them in.
+    assert names[:4] == ["stage_sets", "install", "state", "bind_queue"]
+    assert env.kernel.calls[1][1].endswith(" staged")
     assert names[-1] == "remove"
     assert env.kernel.queues[0].closed
     final = env.syslog.having("final counters")
@@ -237,7 +239,7 @@ def test_failed_bind_keeps_the_rules_for_the_fallback(env: Env) -> None:
                lock=NamespaceLock(b"\0op25b-test-bind"))
     assert code == EXIT_ENVIRONMENT
     assert "binding queue 0 failed" in err.getvalue()
-    assert env.kernel.names() == ["install", "state", "bind_queue"]
+    assert env.kernel.names() == ["stage_sets", "install", "state", "bind_queue"]
     assert env.kernel.current.installed  # the fail-static fallback stays in the kernel
 
 

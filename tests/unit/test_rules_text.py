@@ -18,12 +18,8 @@ from builders import make_policy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from op25b.kernel.ipsets import (
-    BlockEntry,
-    parse_block_save,
-    render_load,
-    render_swap,
-)
+from op25b.kernel.cachesets import BlockEntry, parse_block_save
+from op25b.kernel.ipsets import render_load, render_swap
 from op25b.kernel.names import (
     ACCEPT_MARK,
     MARK_MASK,
@@ -34,6 +30,7 @@ from op25b.kernel.names import (
     verdict_mark,
 )
 from op25b.kernel.ruletext import (
+    RAW_MTA_ADDRESSES,
     RuleConfig,
     render_removal,
     render_rules,
@@ -380,14 +377,13 @@ def test_fast_path_and_block_cache() -> None:
         "-m mark --mark 0xa00000/0xf00000 -j RETURN",
         "-j NFQUEUE --queue-num 0 --queue-bypass",
     ]
-    assert _chain(text, "raw") == ["-j DROP"]
+    # No provider MTA in this configuration: a cached source is dropped.
+    assert _chain(text, "raw") == ["-m set --match-set op25b-block6 src -j DROP"]
     raw = text.split("*raw\n", 1)[1].split("COMMIT", 1)[0]
     (jump,) = [ln for ln in raw.splitlines() if ln.startswith("-I ")]
-    # Not to a provider MTA, from a cached source (each a subscriber the daemon
-    # blocked); the MTA test first, so the block set counts dropped packets only.
+    # Guarded ports from anyone: the chain tests (the same jump as a hand-written one).
     assert jump == (
-        "-I PREROUTING 1 -p tcp -m multiport --dports 25 -m set ! --match-set op25b-mta6 dst"
-        " -m set --match-set op25b-block6 src -m comment --comment op25b -j OP25B"
+        "-I PREROUTING 1 -p tcp -m multiport --dports 25 -m comment --comment op25b -j OP25B"
     )
     assert text.index("*raw") > text.index("*mangle")  # installed last
     assert cfg.tables == ("filter", "mangle", "raw")
@@ -531,3 +527,56 @@ def test_every_jump_is_for_subscriber_sources(version: int) -> None:
     assert len(jumps) == 8  # 39 ports in 3 chunks and one for AH, in both tables
     assert all(f"-m set --match-set op25b-subs{version} src " in j for j in jumps)
     assert "! --match-set" not in text  # no "not a subscriber" fast path left
+
+
+MTA4 = parse_address("203.0.113.25")[1]
+MTA6 = parse_address("2001:db8:25::25")[1]
+
+
+@pytest.mark.parametrize(
+    ("mtas", "raw4", "raw6"),
+    [
+        # One MTA per family: folded into the drop rule as a native address compare.
+        (
+            ((4, MTA4), (6, MTA6)),
+            ["! -d 203.0.113.25/32 -m set --match-set op25b-block4 src -j DROP"],
+            ["! -d 2001:db8:25::25/128 -m set --match-set op25b-block6 src -j DROP"],
+        ),
+        # Several: the first ones RETURN, the last is folded in; the other family none.
+        (
+            ((4, MTA4), (4, MTA4 + 1), (4, MTA4 + 2)),
+            [
+                "-d 203.0.113.25/32 -j RETURN",
+                "-d 203.0.113.26/32 -j RETURN",
+                "! -d 203.0.113.27/32 -m set --match-set op25b-block4 src -j DROP",
+            ],
+            ["-m set --match-set op25b-block6 src -j DROP"],
+        ),
+        # Past RAW_MTA_ADDRESSES: one lookup in the mta set instead of the compares.
+        (
+            tuple((4, MTA4 + i) for i in range(RAW_MTA_ADDRESSES + 1)),
+            [
+                "-m set --match-set op25b-mta4 dst -j RETURN",
+                "-m set --match-set op25b-block4 src -j DROP",
+            ],
+            ["-m set --match-set op25b-block6 src -j DROP"],
+        ),
+    ],
+)
+def test_raw_cache_lets_provider_mtas_by_before_the_block_set_counts(
+    mtas: tuple[tuple[int, int], ...], raw4: list[str], raw6: list[str]
+) -> None:
+    cfg = RuleConfig(guarded_ports=(25,), block_cache=True, raw_mtas=mtas)
+    assert _chain(render_rules(cfg, 4), "raw") == raw4
+    assert _chain(render_rules(cfg, 6), "raw") == raw6
+
+
+def test_raw_mtas_come_from_the_policy_only_when_the_cache_drops_in_raw() -> None:
+    cache = DaemonConfig(block_cache_timeout=30)
+    mtas = ["2001:db8:25::25", "203.0.113.25"]
+    raw = RuleConfig.from_policy(make_policy(mtas=mtas, daemon=cache))
+    assert raw.raw_mtas == ((4, MTA4), (6, MTA6)) and raw.uses_raw_cache
+    # reject keeps the cache in mangle, which uses the mta set: no addresses in the
+    # rules, so an MTA change does not reinstall them
+    mangle = RuleConfig.from_policy(make_policy(mtas=mtas, daemon=cache, action=Action.REJECT))
+    assert mangle.raw_mtas == () and not mangle.uses_raw_cache

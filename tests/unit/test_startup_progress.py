@@ -88,7 +88,7 @@ def test_start_tells_each_phase_then_ready(env: Env, systemd: Systemd) -> None:
     statuses = systemd.statuses()
     assert statuses[:4] == [
         f"loading {env.policy}",
-        "compiling 3 prefixes",
+        "compiling 3 prefixes, loading the kernel sets",
         "installing kernel rules and sets (3 prefixes)",
         "binding 1 queue(s) from 0",
     ]
