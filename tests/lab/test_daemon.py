@@ -90,7 +90,10 @@ def ruleset(lab: Lab) -> str:
             for line in out.splitlines()
             if not line.startswith("#")
         ]
-        parts.append("\n".join(lines))
+        # Tables in name order: iptables-save prints them in the order the kernel made
+        # them in this namespace, which says nothing about their contents.
+        tables = "\n".join(lines).split("\n*")
+        parts.append("\n*".join(sorted(t.lstrip("*") for t in tables)))
     return "\n---\n".join(parts)
 
 
@@ -249,6 +252,13 @@ def test_sigterm_leaves_the_ruleset_exactly_as_before(start, lab: Lab, tmp_path:
         ["ip6tables", "-A", "FORWARD", "-p", "tcp", "--dport", "80", "-j", "ACCEPT"],
         check=True,
     )
+    # The kernel makes a table on first use and keeps it (empty) after op25b's rules
+    # leave it, as on any router where the tables already exist: make every table
+    # op25b uses first, so that "before" holds them too whichever test ran earlier.
+    for tool in ("iptables", "ip6tables"):
+        for table in ("filter", "mangle", "raw"):
+            for step in ("-N", "-X"):  # listing alone does not make it
+                run_in(rtr, [tool, "-t", table, step, "T25"], check=True)
     try:
         before = ruleset(lab)
         r = start(write_policy(tmp_path / "p.yaml", "drop"))
