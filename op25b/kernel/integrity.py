@@ -12,16 +12,20 @@ is repaired at once.
 What is compared, per family and table: the ``OP25B`` chain exists and its rules are
 exactly the installed ones; the jumps to it are present, unchanged and first in
 FORWARD. Per set: it exists, and a static set (mta/allow/subs) still holds the number
-of entries it was loaded with (the verdict cache changes by itself: presence only).
+of entries it was loaded with and, up to ``DIGEST_MAX`` entries, the very same entries
+(a digest of its members): a count alone missed ``ipset del`` + ``ipset add`` of one
+prefix each, which made a bot "not a subscriber" for good while every check and
+``op25b rules status`` said OK. The verdict cache changes by itself: presence only.
 And op25b's nft table (``op25b.kernel.nfttext``, clearing op25b's mark bits on
 entry) is there with exactly its installed statements.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import pairwise
 
 from op25b.kernel.names import CHAIN, HOOK_OF, KINDS, NFT_FAMILY, NFT_TABLE, iptables_tool, set_name
@@ -33,6 +37,11 @@ VOLATILE_SETS = frozenset(set_name("block", v) for v in (4, 6))
 # them later (found by bench/soak.py: an expected "op25b-block4-old" made every
 # later check "repair" and fail, once a second, for good).
 PERMANENT_SETS = frozenset(set_name(k, v) for k in KINDS for v in (4, 6))
+# The sets whose members are compared (a digest), not only counted.
+DIGESTED_SETS = PERMANENT_SETS - VOLATILE_SETS
+# Above this many entries a set is only counted: reading and hashing it every check
+# would cost too much (a 1M-prefix subs set); typical mta/allow sets are far below it.
+DIGEST_MAX = 65536
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,9 @@ class KernelState:
     tables: Mapping[tuple[int, str], TableState]  # (4|6, "filter"|"mangle")
     sets: Mapping[str, int]  # op25b's set name -> number of entries
     nft: tuple[str, ...] = ()  # op25b's nft table's statements (nfttext.parse_table)
+    # set name -> digest of its members (``member_digest``), for DIGESTED_SETS up to
+    # DIGEST_MAX entries
+    contents: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def installed(self) -> bool:
@@ -105,6 +117,16 @@ def parse_set_headers(listing: str) -> dict[str, int]:
     return out
 
 
+def member_digest(saved: str) -> str:
+    """A digest of the members in ``ipset save NAME`` output, whatever their order.
+
+    The kernel lists a hash set in bucket order, which differs between two loads of
+    the same members, so the ``add`` lines are sorted first.
+    """
+    members = sorted(line for line in saved.splitlines() if line.startswith("add "))
+    return hashlib.sha256("\n".join(members).encode()).hexdigest()
+
+
 def problems(
     expected: KernelState, actual: KernelState, volatile_sets: frozenset[str] = frozenset()
 ) -> list[str]:
@@ -139,6 +161,8 @@ def problems(
             out.append(f"ipset {name} is missing")
         elif name not in volatile_sets and actual.sets[name] != count:
             out.append(f"ipset {name} holds {actual.sets[name]} entries, {count} were loaded")
+        elif name in expected.contents and actual.contents.get(name) != expected.contents[name]:
+            out.append(f"ipset {name} holds other entries than were loaded ({count} entries)")
     return out
 
 
@@ -183,6 +207,7 @@ def to_json(state: KernelState) -> dict[str, object]:
         ],
         "sets": dict(sorted(state.sets.items())),
         "nft": list(state.nft),
+        "contents": dict(sorted(state.contents.items())),
     }
 
 
@@ -200,9 +225,10 @@ def from_json(doc: dict[str, object]) -> KernelState:
         }
         sets = {str(k): int(v) for k, v in doc["sets"].items()}  # type: ignore[attr-defined]
         nft = tuple(map(str, doc.get("nft", [])))  # type: ignore[call-overload]
+        contents = {str(k): str(v) for k, v in doc.get("contents", {}).items()}  # type: ignore[attr-defined]
     except (KeyError, TypeError, AttributeError) as e:
         raise ValueError(f"malformed kernel state record: {e}") from None
-    return KernelState(tables, sets, nft)
+    return KernelState(tables, sets, nft, contents)
 
 
 def structural_problems(actual: KernelState, block_cache: bool = False) -> list[str]:

@@ -14,7 +14,14 @@ import re
 from collections.abc import Iterable, Sequence
 
 from op25b.kernel.commands import run_command
-from op25b.kernel.integrity import KernelState, parse_set_headers, parse_table
+from op25b.kernel.integrity import (
+    DIGEST_MAX,
+    DIGESTED_SETS,
+    KernelState,
+    member_digest,
+    parse_set_headers,
+    parse_table,
+)
 from op25b.kernel.ipsets import (
     apply_sets,
     destroy_sets,
@@ -127,7 +134,12 @@ def read_state(cmd_prefix: Sequence[str] = ()) -> KernelState:
     sets = {
         name: n for name, n in parse_set_headers(listing).items() if name.startswith(SET_PREFIX)
     }
-    return KernelState(tables, sets, parse_nft_table(nft_table(cmd_prefix)))
+    contents = {
+        name: member_digest(run_command(["ipset", "save", name], cmd_prefix))
+        for name, n in sets.items()
+        if name in DIGESTED_SETS and n <= DIGEST_MAX
+    }
+    return KernelState(tables, sets, parse_nft_table(nft_table(cmd_prefix)), contents)
 
 
 def _sections(saved: str) -> dict[str, str]:

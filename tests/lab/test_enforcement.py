@@ -190,3 +190,33 @@ def test_rules_status_is_a_monitoring_check(start, lab: Lab, tmp_path: Path) -> 
     assert "-A OP25B -p tcp -m mark --mark 0xb00000/0xf00000 -j REJECT" in shown.stdout
     assert "meta mark set meta mark & 0xff0fffff" in shown.stdout  # the nft table
     assert shown.stdout.count("COMMIT") == 4  # filter and mangle, v4 and v6
+
+
+def test_a_set_with_the_same_count_but_other_members_is_repaired(
+    start, lab: Lab, tmp_path: Path
+) -> None:
+    # Found by the adversarial review: one prefix out, another in, the count unchanged:
+    # the bot was "not a subscriber" for good and `rules status` said OK.
+    tamper = [
+        "sh",
+        "-c",
+        "ipset del op25b-subs4 100.64.0.0/16 && ipset add op25b-subs4 192.0.2.0/24",
+    ]
+    r = start(write_policy(tmp_path / "p.yaml", "reject"))
+    assert outcomes(probes(lab.bot, [BOT_MX4], timeout=5)) == ["refused"]
+    t0 = time.monotonic()
+    run_in(lab.rtr, tamper, check=True)
+    while outcomes(probes(lab.bot, [BOT_MX4], timeout=1)) != ["refused"]:
+        assert time.monotonic() - t0 < 10, "not repaired within 10 s"
+    elapsed = time.monotonic() - t0
+    print(f"\nenforcement back {elapsed:.2f} s after a same-count change of op25b-subs4")
+    assert elapsed < 3.0
+    line = r.syslog.wait_for(lambda m: "kernel rules damaged, repaired" in m, what="repair")
+    assert "ipset op25b-subs4 holds other entries than were loaded" in line
+    assert op25b(lab, "rules", "status").returncode == 0
+    r.daemon.kill9()  # no watchdog now: the monitoring check must see it on its own
+    run_in(lab.rtr, tamper, check=True)
+    bad = op25b(lab, "rules", "status", "--json")
+    assert bad.returncode == 2, bad.stdout + bad.stderr
+    problems = json.loads(bad.stdout)["problems"]
+    assert any("op25b-subs4 holds other entries" in p for p in problems), problems

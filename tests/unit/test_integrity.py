@@ -8,7 +8,16 @@ reported them missing, the "repair" could not bring them back, and the daemon sa
 
 from __future__ import annotations
 
-from op25b.kernel.integrity import KernelState, TableState, problems
+import json
+
+from op25b.kernel.integrity import (
+    KernelState,
+    TableState,
+    from_json,
+    member_digest,
+    problems,
+    to_json,
+)
 
 TABLE = TableState(True, ("-j NFQUEUE --queue-num 0 --queue-bypass",), ("-p tcp -j OP25B",), True)
 TABLES = {(v, t): TABLE for v in (4, 6) for t in ("filter", "mangle")}
@@ -33,3 +42,40 @@ def test_a_changed_static_set_is_damage_a_changed_cache_is_not() -> None:
         KernelState(TABLES, SETS), KernelState(TABLES, actual), frozenset({"op25b-block4"})
     )
     assert got == ["ipset op25b-mta4 holds 0 entries, 1 were loaded"]
+
+
+# Found by the adversarial review: `ipset del op25b-subs4 100.64.0.0/16; ipset add
+# op25b-subs4 192.0.2.0/24` keeps the count, so the bot became "not a subscriber" for
+# good while every check and `op25b rules status` said OK.
+SUBS = "create op25b-subs4 hash:net family inet hashsize 1024 maxelem 65536\n"
+
+
+def test_the_member_digest_ignores_the_kernels_listing_order() -> None:
+    a = SUBS + "add op25b-subs4 100.64.0.0/16\nadd op25b-subs4 198.51.100.0/24\n"
+    b = (
+        SUBS.replace("1024", "2048")
+        + "add op25b-subs4 198.51.100.0/24\nadd op25b-subs4 100.64.0.0/16\n"
+    )
+    assert member_digest(a) == member_digest(b)
+    assert member_digest(a) != member_digest(a.replace("100.64.0.0/16", "192.0.2.0/24"))
+    assert member_digest(a) != member_digest(a + "add op25b-subs4 100.64.7.0/24 nomatch\n")
+
+
+def test_same_count_other_members_is_damage() -> None:
+    good = member_digest(SUBS + "add op25b-subs4 100.64.0.0/16\n")
+    bad = member_digest(SUBS + "add op25b-subs4 192.0.2.0/24\n")
+    expected = KernelState(TABLES, SETS, contents={"op25b-subs4": good})
+    assert problems(expected, KernelState(TABLES, SETS, contents={"op25b-subs4": good})) == []
+    assert problems(expected, KernelState(TABLES, SETS, contents={"op25b-subs4": bad})) == [
+        "ipset op25b-subs4 holds other entries than were loaded (3 entries)"
+    ]
+    # A set too big to digest (none recorded) is compared by its count alone.
+    assert problems(KernelState(TABLES, SETS), KernelState(TABLES, SETS, contents={})) == []
+
+
+def test_the_record_keeps_the_digests_and_reads_an_older_record() -> None:
+    state = KernelState(TABLES, SETS, ("x",), {"op25b-allow4": "ab" * 32})
+    assert from_json(json.loads(json.dumps(to_json(state)))) == state
+    older = to_json(state)
+    del older["contents"]
+    assert from_json(older).contents == {}
