@@ -40,8 +40,10 @@ PERMANENT_SETS = frozenset(set_name(k, v) for k in KINDS for v in (4, 6))
 # The sets whose members are compared (a digest), not only counted.
 DIGESTED_SETS = PERMANENT_SETS - VOLATILE_SETS
 # Above this many entries a set is only counted: reading and hashing it every check
-# would cost too much (a 1M-prefix subs set); typical mta/allow sets are far below it.
-DIGEST_MAX = 65536
+# costs too much (measured, bench/README.md "rule watchdog": ~27 ms a check at 16,384
+# entries, ~95 ms at 65,536, a 1M-prefix subs set far more); mta/allow sets and most
+# subs sets are far below it. An empty set needs no digest: any add changes its count.
+DIGEST_MAX = 16384
 
 
 @dataclass(frozen=True)
@@ -117,13 +119,14 @@ def parse_set_headers(listing: str) -> dict[str, int]:
     return out
 
 
-def member_digest(saved: str) -> str:
-    """A digest of the members in ``ipset save NAME`` output, whatever their order.
+def member_digest(saved: str, name: str) -> str:
+    """A digest of set ``name``'s members in ``ipset save`` output, whatever their order.
 
     The kernel lists a hash set in bucket order, which differs between two loads of
     the same members, so the ``add`` lines are sorted first.
     """
-    members = sorted(line for line in saved.splitlines() if line.startswith("add "))
+    head = f"add {name} "
+    members = sorted(line for line in saved.splitlines() if line.startswith(head))
     return hashlib.sha256("\n".join(members).encode()).hexdigest()
 
 

@@ -131,15 +131,31 @@ def read_state(cmd_prefix: Sequence[str] = ()) -> KernelState:
         for table in ALL_TABLES:
             tables[(v, table)] = parse_table(sections.get(table, ""), HOOK_OF[table])
     listing = run_command(["ipset", "list", "-t"], cmd_prefix)
-    sets = {
-        name: n for name, n in parse_set_headers(listing).items() if name.startswith(SET_PREFIX)
+    every = parse_set_headers(listing)
+    sets = {name: n for name, n in every.items() if name.startswith(SET_PREFIX)}
+    return KernelState(
+        tables, sets, parse_nft_table(nft_table(cmd_prefix)), _digests(sets, every, cmd_prefix)
+    )
+
+
+def _digests(
+    sets: dict[str, int], every: dict[str, int], cmd_prefix: Sequence[str]
+) -> dict[str, str]:
+    """Member digests of op25b's static sets up to DIGEST_MAX entries (integrity.py).
+
+    One ``ipset save`` of everything when all sets together are small (the usual case:
+    one process per check, not one per set), else one per set digested.
+    """
+    names = [n for n, count in sets.items() if n in DIGESTED_SETS and 0 < count <= DIGEST_MAX]
+    if not names:
+        return {}
+    if sum(every.values()) <= DIGEST_MAX:
+        saved = run_command(["ipset", "save"], cmd_prefix)
+        return {name: member_digest(saved, name) for name in names}
+    return {
+        name: member_digest(run_command(["ipset", "save", name], cmd_prefix), name)
+        for name in names
     }
-    contents = {
-        name: member_digest(run_command(["ipset", "save", name], cmd_prefix))
-        for name, n in sets.items()
-        if name in DIGESTED_SETS and n <= DIGEST_MAX
-    }
-    return KernelState(tables, sets, parse_nft_table(nft_table(cmd_prefix)), contents)
 
 
 def _sections(saved: str) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""The rule watchdog's comparison: transient sets in the expected state are no damage.
+"""The rule watchdog's comparison: transient sets in the expected state are no damage,
+a static set with other members (even at the same count) is.
 
 Found by bench/soak.py: the expected state was taken while a verdict-cache rotation
 had its ``-old`` sets in the kernel; once the rotation destroyed them, every check
@@ -56,14 +57,21 @@ def test_the_member_digest_ignores_the_kernels_listing_order() -> None:
         SUBS.replace("1024", "2048")
         + "add op25b-subs4 198.51.100.0/24\nadd op25b-subs4 100.64.0.0/16\n"
     )
-    assert member_digest(a) == member_digest(b)
-    assert member_digest(a) != member_digest(a.replace("100.64.0.0/16", "192.0.2.0/24"))
-    assert member_digest(a) != member_digest(a + "add op25b-subs4 100.64.7.0/24 nomatch\n")
+    assert member_digest(a, "op25b-subs4") == member_digest(b, "op25b-subs4")
+    # One `ipset save` of every set: only the named set's members count.
+    other = a + "add op25b-allow4 100.64.7.7\nadd op25b-subs6 2001:db8:100::/40\n"
+    assert member_digest(other, "op25b-subs4") == member_digest(a, "op25b-subs4")
+    assert member_digest(a, "op25b-subs4") != member_digest(
+        a.replace("100.64.0.0/16", "192.0.2.0/24"), "op25b-subs4"
+    )
+    assert member_digest(a, "op25b-subs4") != member_digest(
+        a + "add op25b-subs4 100.64.7.0/24 nomatch\n", "op25b-subs4"
+    )
 
 
 def test_same_count_other_members_is_damage() -> None:
-    good = member_digest(SUBS + "add op25b-subs4 100.64.0.0/16\n")
-    bad = member_digest(SUBS + "add op25b-subs4 192.0.2.0/24\n")
+    good = member_digest(SUBS + "add op25b-subs4 100.64.0.0/16\n", "op25b-subs4")
+    bad = member_digest(SUBS + "add op25b-subs4 192.0.2.0/24\n", "op25b-subs4")
     expected = KernelState(TABLES, SETS, contents={"op25b-subs4": good})
     assert problems(expected, KernelState(TABLES, SETS, contents={"op25b-subs4": good})) == []
     assert problems(expected, KernelState(TABLES, SETS, contents={"op25b-subs4": bad})) == [
