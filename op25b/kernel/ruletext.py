@@ -11,7 +11,9 @@ code and the daemon-down behaviour would silently be "open". So:
   connection (below) or already decided (our mark) -> RETURN; optional kernel fast path
   and verdict cache; then ``NFQUEUE --queue-bypass``.
 - ``filter`` FORWARD (priority 0) jumps to chain ``OP25B`` which *enforces*: trusted ->
-  RETURN, ACCEPT_MARK -> trust the connection and RETURN, REJECT_MARK -> REJECT
+  RETURN, an ACCEPT_MARK on TCP the kernel sets would not accept -> the action (a mark
+  forged between the tables, ``_forged_accept``), ACCEPT_MARK -> trust the connection
+  and RETURN, REJECT_MARK -> REJECT
   tcp-reset, and anything left was never decided by a daemon (none bound, or a
   fail-open queue overflow) and gets the ``on_daemon_down`` fallback.
 
@@ -242,10 +244,38 @@ def _fallback(cfg: RuleConfig, v: int) -> list[str]:
     ]
 
 
+def _forged_accept(cfg: RuleConfig, v: int) -> list[str]:
+    """An accept mark on TCP that the kernel's own sets would not give: the action.
+
+    The mark travels from mangle (-150) to filter (0), and anything in between can
+    write op25b's nibble: a rule after op25b's jump in mangle FORWARD (it runs on the
+    repeat pass, after the daemon's reject mark is set), an ``iptables-legacy`` mangle
+    rule, an admin's nft base chain between the two priorities. Found by the
+    adversarial review on the real kernel: each of them turned a reject verdict, and
+    the daemon-down fallback, into an accept -- and the accept mark then made the
+    connection *trusted*. The sets (``op25b-mta``/``-allow``, with ``nomatch``) answer
+    exactly as ``decide()`` does for the subscribers this chain sees, and a daemon
+    accept of TCP is always one of their accepts (a reload updates the sets before
+    the new policy is swapped in), so checking them costs legitimate mail nothing.
+    Before TRUST, so a forged mark never trusts a connection. Monitor blocks nothing;
+    TCP inside AH (its mark cannot be checked by port here) keeps the mark's word.
+    """
+    if cfg.action is Action.MONITOR:
+        return []
+    forged = (
+        f"{_mark(ACCEPT_MARK)} -m set ! --match-set {set_name('mta', v)} dst"
+        f" -m set ! --match-set {set_name('allow', v)} src"
+    )
+    if cfg.action is Action.REJECT:
+        return [_reject(forged)]
+    return [f"-p tcp {forged} -j DROP"]
+
+
 def _filter_body(cfg: RuleConfig, v: int) -> list[str]:
     """The enforcing half: apply marked verdicts, fall back for undecided packets."""
     return [
         TRUSTED_RETURN,
+        *_forged_accept(cfg, v),
         TRUST,
         f"{_mark(ACCEPT_MARK)} -j RETURN",
         _reject(_mark(REJECT_MARK)),

@@ -353,7 +353,64 @@ def test_tcp_inside_ah_is_decided_too(
     start(write_policy(tmp_path / "p.yaml", "drop"))
     with rules_in(lab.net, family, [ah_counter(family, a["bot"]), ah_counter(family, a["biz"])]):
         for who in ("bot", "biz"):
-            run_in(getattr(lab, who), [sys.executable, "-c", SEND_AH, a[who], a["mx"], "25"],
-                   check=True, capture_output=True)
+            run_in(
+                getattr(lab, who),
+                [sys.executable, "-c", SEND_AH, a[who], a["mx"], "25"],
+                check=True,
+                capture_output=True,
+            )
         assert received(lab.net, family, a["bot"]) == 0  # blocked subscriber: dropped
         assert received(lab.net, family, a["biz"]) == 5  # exempt plan: decided, let through
+
+
+_FORGED = f"--set-xmark {ACCEPT_MARK:#x}/{MARK_MASK:#x}"
+# Rules that write op25b's accept mark *between* its two tables (after the nft clearing
+# at -151 and mangle's ask, before filter enforces): (add, remove) shell commands.
+FORGERS = {
+    # After op25b's jump in the same chain: it runs on the daemon's repeat pass.
+    "mangle-after-jump": (
+        f"iptables -t mangle -A FORWARD -p tcp --dport 25 -j MARK {_FORGED}",
+        f"iptables -t mangle -D FORWARD -p tcp --dport 25 -j MARK {_FORGED}",
+    ),
+    # The other iptables backend: its own hook entries, invisible to iptables-nft.
+    "iptables-legacy": (
+        f"iptables-legacy -t mangle -A FORWARD -p tcp --dport 25 -j MARK {_FORGED}",
+        f"iptables-legacy -t mangle -D FORWARD -p tcp --dport 25 -j MARK {_FORGED}",
+    ),
+    # An admin's own nft base chain between the priorities.
+    "nft-chain": (
+        "nft add table ip adm && nft add chain ip adm fw"
+        " '{ type filter hook forward priority -100; }'"
+        f" && nft add rule ip adm fw tcp dport 25 meta mark set {ACCEPT_MARK:#x}",
+        "nft delete table ip adm",
+    ),
+}
+
+
+@pytest.mark.parametrize("forger", list(FORGERS))
+def test_an_accept_mark_forged_between_the_tables_is_not_a_verdict(
+    start: StartFn, lab: Lab, tmp_path: Path, forger: str
+) -> None:
+    """Found by the adversarial review: each of these turned the daemon's reject (and,
+    for the last two, the daemon-down fallback) into an accept for the bot."""
+    add, remove = FORGERS[forger]
+    forget_connections(lab)
+    r = start(write_policy(tmp_path / "p.yaml", "reject"))
+    bot = (L.BOT_V4, L.NET_MX_V4, 25)
+    legit = [(L.BIZ_V4, L.NET_MX_V4, 25), (L.RES_V4, L.ISP_MTA_V4, 25)]
+    run_in(lab.rtr, ["sh", "-c", add], check=True)
+    try:
+        assert outcomes(probes(lab.bot, [bot], timeout=5)) == ["refused"]
+        assert [x.ok for x in probes(lab.biz, legit[:1]) + probes(lab.res, legit[1:])] == [
+            True,
+            True,
+        ]
+        r.daemon.kill9()  # the static fallback, with the forger still in place
+        assert outcomes(probes(lab.bot, [bot], timeout=5)) == ["refused"]
+        assert [x.ok for x in probes(lab.biz, legit[:1]) + probes(lab.res, legit[1:])] == [
+            True,
+            True,
+        ]
+        assert TRUSTED_CONNMARK not in conntrack_marks(lab, 4, L.BOT_V4, L.NET_MX_V4)
+    finally:
+        run_in(lab.rtr, ["sh", "-c", remove], check=False)
