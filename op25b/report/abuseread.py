@@ -17,7 +17,7 @@ import json
 import lzma
 import re
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +27,12 @@ from op25b.errors import InputError
 # Per-file cap on problem lines printed, so a wrong file (a pcap, a binary) given by
 # mistake yields a short note instead of a million lines of stderr.
 MAX_PROBLEMS_PER_FILE = 20
+# Longest line read as a record: DuckDB's own default (read_json maximum_object_size),
+# so both engines draw the line in the same place -- a longer line makes DuckDB give
+# the file to this reader, which skips it. Bounds memory too: a gzip bomb of one
+# endless line must not be read into memory whole.
+MAX_LINE_BYTES = 16 * 1024 * 1024
+_TAIL_STARTS_TRIED = 16  # '{"' tried per line for a record glued after a stub
 ACTIONS = frozenset({"drop", "reject", "monitor"})
 
 
@@ -235,19 +241,43 @@ def compression_of(path: str) -> str:
 
 
 def _decode(line: bytes) -> object:
-    return json.loads(line.decode("utf-8"))
+    try:
+        return json.loads(line.decode("utf-8"))
+    except RecursionError:  # '[[[[...' deeper than the interpreter's stack
+        raise ValueError("nested too deeply") from None
+
+
+def _lines(stream: io.BufferedIOBase) -> Iterator[bytes | None]:
+    """The file's lines, each at most MAX_LINE_BYTES; None for a longer one (dropped)."""
+    while True:
+        line = stream.readline(MAX_LINE_BYTES + 1)
+        if not line:
+            return
+        if len(line) <= MAX_LINE_BYTES:
+            yield line
+            continue
+        # Read the rest of the over-long line away in bounded pieces.
+        while not line.endswith(b"\n"):
+            line = stream.readline(MAX_LINE_BYTES)
+            if not line:
+                break
+        yield None
 
 
 def _recover_tail(line: bytes) -> Record | None:
     """A record glued after a crash-truncated one (restart appended to the stub).
 
-    Try each later ``{"`` as the start of a complete record that runs to the end of
-    the line; nested objects (``ports``) fail validation or leave trailing text.
+    Try the later ``{"`` as the start of a complete record that runs to the end of
+    the line; nested objects (``ports``) fail validation or leave trailing text. From
+    the right, and only the last few: a record holds two ``{"`` (itself, ``ports``),
+    and a hostile line of a million nested starts must not cost a parse for each.
     """
     text = line.decode("utf-8", errors="replace")
     decoder = json.JSONDecoder()
-    pos = text.find('{"', 1)
-    while pos != -1:
+    pos = text.rfind('{"', 1)
+    for _ in range(_TAIL_STARTS_TRIED):
+        if pos == -1:
+            break
         try:
             obj, end = decoder.raw_decode(text, pos)
             if not text[end:].strip():
@@ -256,7 +286,9 @@ def _recover_tail(line: bytes) -> Record | None:
                     return rec
         except ValueError:
             pass
-        pos = text.find('{"', pos + 1)
+        except RecursionError:  # nested past the stack: not a record of ours
+            pass
+        pos = text.rfind('{"', 1, pos)
     return None
 
 
@@ -283,8 +315,11 @@ def read_log(
     lineno = 0
     with open_log(path) as stream:
         try:
-            for line in stream:
+            for line in _lines(stream):
                 lineno += 1
+                if line is None:
+                    problem(lineno, f"line longer than {MAX_LINE_BYTES} bytes skipped")
+                    continue
                 if not line.strip():
                     continue
                 complete = line.endswith(b"\n")
