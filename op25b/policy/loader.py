@@ -244,7 +244,7 @@ class _Walker(NodeReader):
         if "daemon" in top:
             daemon = read_daemon(self, top["daemon"][1], self.files_read)
 
-        check_overlaps(self.plan_builds, exemptions, self.now, self.fail_at, self.warn_at)
+        check_overlaps(self.plan_builds, exemptions, self.now, self.fail_at, self.warn_at, mtas)
 
         policy = Policy(
             source=self.source,
@@ -473,10 +473,13 @@ def _parse_address(text: str) -> tuple[int, int]:
     # message about the value, not about the codec.
     if not text.isascii() or "\0" in text:
         raise ValueError(f"not an IP address: {text!r}")
-    return addr.parse_address(text)
+    address = addr.parse_address(text)
+    parse_prefix(text)  # the same refusals as a host prefix (an IPv4-mapped address)
+    return address
 
 
 
 
 def _instant(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+    # Not strftime("%Y"): glibc writes the year 1 as '1', not '0001'.
+    return f"{moment.year:04d}-" + moment.strftime("%m-%d %H:%M:%S UTC")

@@ -19,7 +19,7 @@ from itertools import accumulate
 from typing import NoReturn
 
 from op25b.policy import addr
-from op25b.policy.model import Exemption, Location, Prefix
+from op25b.policy.model import Exemption, Location, Prefix, ProviderMta
 from op25b.util.slices import release, sort_in_slices
 
 _LOW32 = 0xFFFFFFFF
@@ -69,6 +69,7 @@ def check_overlaps(
     now: datetime,
     fail: Fail,
     warn: Warn,
+    mtas: Sequence[ProviderMta] = (),
 ) -> None:
     """Duplicate prefixes -> ``fail``; redundant prefixes, no-op exemptions -> ``warn``.
 
@@ -79,6 +80,7 @@ def check_overlaps(
     try:
         index.check_plans(fail, warn)
         index.check_exemptions(exemptions, now, warn)
+        index.check_mtas(mtas, exemptions, now, warn)
     finally:
         # A million fresh ints each: freed in slices so a reload thread never holds
         # the interpreter long (see op25b.util.slices).
@@ -184,6 +186,48 @@ class _Index:
             fail(where, path, f"duplicate prefix {text} (first at {other_where})")
         fail(where, path, f"{text} is already in plan {other.name!r} at {other_where}")
 
+    def cover(self, p: Prefix) -> int | None:
+        """The plan prefix (its index) ``p`` falls into by longest match, or None."""
+        table = self.sorted[p.version]
+        keys, width = table.keys, table.width
+        for length in range(p.length, -1, -1):
+            net = p.network & ~((1 << (width - length)) - 1)
+            want = (net << 8) | length
+            j = bisect_left(keys, want << 32)
+            if j < len(keys) and keys[j] >> 32 == want:
+                return keys[j] & _LOW32
+        return None
+
+    def check_mtas(
+        self,
+        mtas: Sequence[ProviderMta],
+        exemptions: Sequence[Exemption],
+        now: datetime,
+        warn: Warn,
+    ) -> None:
+        """Warn about a provider MTA whose own address is a guarded subscriber.
+
+        Subscribers may reach it, but its relaying out to other MXes on a guarded
+        port (the step that gets their mail delivered) would be blocked.
+        """
+        for mta in mtas:
+            pairs = zip(mta.addresses, mta.locations, strict=True)
+            for i, ((version, value), where) in enumerate(pairs):
+                host = Prefix(version, value, 32 if version == 4 else 128)
+                cover = self.cover(host)
+                if cover is None or self.exempt_flags[cover]:
+                    continue
+                if any(e.active(now) and _covers(e.prefix, host) for e in exemptions):
+                    continue
+                plan, _ = self.plan_and_index(cover)
+                warn(
+                    where,
+                    f"provider_mtas.{mta.name}.addresses[{i}]",
+                    f"provider MTA {addr.format_address(version, value)} is a subscriber"
+                    f" of non-exempt plan {plan.name!r}: its own mail out to other MXes"
+                    " would be blocked",
+                )
+
     def check_exemptions(self, exemptions: Sequence[Exemption], now: datetime, warn: Warn) -> None:
         """Warn about active exemptions no subscriber source can ever reach.
 
@@ -197,14 +241,7 @@ class _Index:
             table = self.sorted[p.version]
             keys, width = table.keys, table.width
             # (a) the plan prefix an address of the exemption falls into, by LPM
-            cover: int | None = None
-            for length in range(p.length, -1, -1):
-                net = p.network & ~((1 << (width - length)) - 1)
-                want = (net << 8) | length
-                j = bisect_left(keys, want << 32)
-                if j < len(keys) and keys[j] >> 32 == want:
-                    cover = keys[j] & _LOW32
-                    break
+            cover = self.cover(p)
             if cover is not None and not flags[cover]:
                 continue
             # (b) a more specific non-exempt plan prefix inside the exemption
@@ -223,6 +260,15 @@ class _Index:
                 f"exemptions[{i}]",
                 f"exemption for {text} has no effect: {why}",
             )
+
+
+def _covers(outer: Prefix, inner: Prefix) -> bool:
+    shift = addr.bits(outer.version) - outer.length
+    return (
+        outer.version == inner.version
+        and outer.length <= inner.length
+        and inner.network >> shift == outer.network >> shift
+    )
 
 
 def _first_nested(keys: list[int], width: int) -> int | None:

@@ -21,6 +21,7 @@ from op25b.util.slices import lines_in_slices
 
 _PREFIX_LENGTHS = {str(n): n for n in range(129)}
 _POOL_CHUNK = 65536  # pool file lines parsed per batch
+_V4_MAPPED = 0xFFFF  # the top 96 bits of ::ffff:0:0/96
 
 
 class PoolLineError(InputError):
@@ -97,6 +98,8 @@ def _parse_pool_chunk(raw: list[str], first: int, pool: Pool) -> bool:
         width = 128 if v == 6 else 32
         if length > width or value & ((1 << (width - length)) - 1):
             return False
+        if width == 128 and length >= 96 and value >> 32 == _V4_MAPPED:
+            return False  # IPv4-mapped: the careful parser words the refusal
     pool.lines.extend([first + i + 1 for i in numbers])
     pool.cols.extend([len(line) - len(line.lstrip()) + 1 for line in map(raw.__getitem__, numbers)])
     pool.versions.extend(versions)
@@ -133,7 +136,23 @@ def _parse_pool_careful(text: str) -> Pool:
 
 
 def parse_prefix(text: str) -> Prefix:
-    """``addr.parse_prefix`` (strict), worded about the value for NUL or non-ASCII."""
+    """``addr.parse_prefix`` (strict), worded about the value for NUL or non-ASCII.
+
+    An IPv4-mapped IPv6 prefix (``::ffff:100.64.0.0/112``) is refused: no packet on
+    the wire carries one (an IPv4 packet has IPv4 addresses), so it would match nothing
+    and the subscribers it was meant for would go unguarded.
+    """
     if not text.isascii() or "\0" in text:
         raise ValueError(f"not an IP prefix: {text!r}")
-    return addr.parse_prefix(text, strict=True)
+    prefix = addr.parse_prefix(text, strict=True)
+    if prefix.version == 6 and prefix.length >= 96 and prefix.network >> 32 == _V4_MAPPED:
+        v4 = Prefix(4, prefix.network & 0xFFFFFFFF, prefix.length - 96)
+        write = (
+            f"prefix {addr.prefix_text(v4)}"
+            if "/" in text
+            else f"address {addr.format_address(4, v4.network)}"
+        )
+        raise ValueError(
+            f"IPv4-mapped address in {text!r} never appears in a packet; write the IPv4 {write}"
+        )
+    return prefix
