@@ -373,7 +373,9 @@ class _Walker(NodeReader):
         self.files_read.append(shown)
         pool = None
         try:
-            text = _decode(data, shown, path)
+            # A byte-order mark (an editor's habit, as in the policy itself, where
+            # YAML skips it) is not part of the first prefix.
+            text = _decode(data, shown, path).removeprefix("\ufeff")
             del data  # not held twice while parsing
             pool = parse_pool(text, self._pool_progress(build))
         except PoolLineError as exc:
@@ -473,11 +475,8 @@ def _parse_address(text: str) -> tuple[int, int]:
     # message about the value, not about the codec.
     if not text.isascii() or "\0" in text:
         raise ValueError(f"not an IP address: {text!r}")
-    address = addr.parse_address(text)
-    parse_prefix(text)  # the same refusals as a host prefix (an IPv4-mapped address)
-    return address
-
-
+    parse_prefix(text)  # the same refusals as a host prefix (too long, IPv4-mapped)
+    return addr.parse_address(text)
 
 
 def _instant(moment: datetime) -> str:

@@ -21,6 +21,9 @@ from op25b.util.slices import lines_in_slices
 
 _PREFIX_LENGTHS = {str(n): n for n in range(129)}
 _POOL_CHUNK = 65536  # pool file lines parsed per batch
+# The longest prefix text is 49 characters (an IPv6 address with a dotted IPv4 tail,
+# then /128); room for surrounding spaces, but a 200 MB "line" must not be quoted whole.
+_LONGEST_PREFIX = 100
 _V4_MAPPED = 0xFFFF  # the top 96 bits of ::ffff:0:0/96
 
 
@@ -122,6 +125,8 @@ def _parse_pool_careful(text: str) -> Pool:
             continue
         col = len(s) - len(s.lstrip()) + 1
         try:
+            if len(t) > _LONGEST_PREFIX:
+                raise ValueError(f"not an IP prefix: {_shown(t)}")
             if any(c.isspace() for c in t):
                 raise ValueError(f"one prefix per line, got {t!r}")
             prefix = parse_prefix(t)
@@ -135,6 +140,11 @@ def _parse_pool_careful(text: str) -> Pool:
     return pool
 
 
+def _shown(text: str) -> str:
+    """A value too long to be a prefix, quoted by its start and its length."""
+    return f"{text[:40]!r}... ({len(text)} characters)"
+
+
 def parse_prefix(text: str) -> Prefix:
     """``addr.parse_prefix`` (strict), worded about the value for NUL or non-ASCII.
 
@@ -142,6 +152,8 @@ def parse_prefix(text: str) -> Prefix:
     the wire carries one (an IPv4 packet has IPv4 addresses), so it would match nothing
     and the subscribers it was meant for would go unguarded.
     """
+    if len(text) > _LONGEST_PREFIX:
+        raise ValueError(f"not an IP prefix: {_shown(text)}")
     if not text.isascii() or "\0" in text:
         raise ValueError(f"not an IP prefix: {text!r}")
     prefix = addr.parse_prefix(text, strict=True)

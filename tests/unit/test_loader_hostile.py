@@ -107,3 +107,27 @@ def test_an_expiry_in_year_one_reads_as_a_date() -> None:
     text = MINIMAL + "exemptions:\n  - {prefix: 100.64.7.7/32, ticket: T-1, expires: 0001-01-01}\n"
     (warning,) = load(text).warnings
     assert "expired at 0001-01-02 00:00:00 UTC (expires: 0001-01-01)" in str(warning)
+
+
+@pytest.mark.usefixtures("in_tmp")
+def test_a_pool_file_of_one_endless_line_is_quoted_by_its_start() -> None:
+    text = MINIMAL.replace("prefixes: [100.64.0.0/16]", "prefixes_file: pool.txt")
+    msg = error(text, {"pool.txt": "100.64.0.0/16\n" + "1" * 1_000_000 + "\n"})
+    assert msg == (
+        "pool.txt:2:1: plans.residential.prefixes_file: not an IP prefix: '"
+        + "1" * 40
+        + "'... (1000000 characters)"
+    )
+
+
+@pytest.mark.usefixtures("in_tmp")
+def test_a_long_provider_mta_value_is_quoted_by_its_start() -> None:
+    msg = error(MINIMAL + MTA.format("2" * 5000))
+    assert msg.endswith("not an IP prefix: '" + "2" * 40 + "'... (5000 characters)")
+
+
+@pytest.mark.usefixtures("in_tmp")
+def test_a_pool_file_with_a_byte_order_mark_loads() -> None:
+    text = MINIMAL.replace("prefixes: [100.64.0.0/16]", "prefixes_file: pool.txt")
+    Path("pool.txt").write_bytes(b"\xef\xbb\xbf100.64.0.0/16\r\n100.65.0.0/16\r\n")
+    assert len(load(text).policy.plans[0].prefixes) == 2
