@@ -293,7 +293,8 @@ class NodeReader:
             try:
                 return parsed.astimezone(UTC)
             except (ValueError, OverflowError):
-                self.fail(node, path, f"not a valid date: {value!r}")
+                # A real time, but in UTC before year 1 or after 9999.
+                self.fail(node, path, f"out of range: {value!r} is outside years 1-9999 in UTC")
         return _end_of_day(parsed)
 
 

@@ -131,3 +131,10 @@ def test_a_pool_file_with_a_byte_order_mark_loads() -> None:
     text = MINIMAL.replace("prefixes: [100.64.0.0/16]", "prefixes_file: pool.txt")
     Path("pool.txt").write_bytes(b"\xef\xbb\xbf100.64.0.0/16\r\n100.65.0.0/16\r\n")
     assert len(load(text).policy.plans[0].prefixes) == 2
+
+
+@pytest.mark.usefixtures("in_tmp")
+@pytest.mark.parametrize("when", ["9999-12-31T23:59:59-12:00", "0001-01-01T00:00:00+14:00"])
+def test_an_expiry_past_the_calendar_in_utc_says_so(when: str) -> None:
+    text = MINIMAL + f"exemptions:\n  - {{prefix: 100.64.7.7/32, ticket: T-1, expires: {when}}}\n"
+    assert error(text).endswith(f"expires: out of range: '{when}' is outside years 1-9999 in UTC")
