@@ -259,9 +259,10 @@ def render() -> str:
     out += roff.paragraph(
         "Validation is strict and names the place (file:line:col: key.path: message): "
         "unknown keys, wrong types, yes/no as booleans, host bits set, duplicate plan "
-        "names or keys, the same prefix in two plans, a guarded 587/465, bad dates and "
-        "timestamps without a timezone are errors. Expired exemptions, redundant "
-        "prefixes and exemptions that cover no guarded subscriber are warnings."
+        "names or keys, the same prefix in two plans, a guarded 587/465, bad dates, "
+        "timestamps without a timezone and IPv4-mapped IPv6 prefixes are errors. "
+        "Expired exemptions, redundant prefixes, exemptions that cover no guarded "
+        "subscriber and a provider MTA that is itself a guarded subscriber are warnings."
     )
     out += roff.section("DECISION ORDER")
     out += roff.paragraph("Each new connection to a guarded port; the first match wins:")
