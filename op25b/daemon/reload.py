@@ -15,7 +15,6 @@ path), ready for the next SIGHUP.
 from __future__ import annotations
 
 import ctypes
-import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -37,6 +36,7 @@ from op25b.kernel.seam import Kernel
 from op25b.policy.compiled import CompiledPolicy
 from op25b.policy.model import Policy
 from op25b.policy.problems import PolicyError
+from op25b.util.background import BackgroundCall
 
 
 @dataclass(frozen=True)
@@ -158,8 +158,7 @@ class _KernelUpdate:
         self.clock = clock
         self.touched = False
         self.changed = False
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
+        self._call: BackgroundCall | None = None
 
     def start(self, policy: Policy) -> None:
         """Begin the update for ``policy`` (the loader child's on_policy hook)."""
@@ -171,31 +170,24 @@ class _KernelUpdate:
         new_cfg = RuleConfig.from_policy(policy)
         self.changed = not self.sets_only and new_cfg != RuleConfig.from_policy(self.current)
         self.touched = True
-        self._thread = threading.Thread(
-            target=self._run, args=(new_cfg, policy), name="op25b-kernel-update", daemon=True
-        )
-        self._thread.start()
+        self._call = BackgroundCall("op25b-kernel-update", self._run, new_cfg, policy)
 
     def _run(self, new_cfg: RuleConfig, policy: Policy) -> None:
-        try:
-            if self.changed:
-                self.kernel.install(new_cfg, policy, self.clock())
-            else:
-                self.kernel.update_sets(policy, self.clock())
-        except BaseException as e:  # raised again by wait()
-            self._error = e
+        if self.changed:
+            self.kernel.install(new_cfg, policy, self.clock())
+        else:
+            self.kernel.update_sets(policy, self.clock())
 
     def wait(self) -> None:
         """Wait for the update; its error is raised here."""
-        if self._thread is not None:
-            self._thread.join()
-        if self._error is not None:
-            raise self._error
+        error = self._call.join() if self._call is not None else None
+        if error is not None:
+            raise error
 
     def wait_quietly(self) -> None:
         """Wait for the update on a failure path (the first error is the one told)."""
-        if self._thread is not None:
-            self._thread.join()
+        if self._call is not None:
+            self._call.join()
 
 
 def trim_memory() -> None:

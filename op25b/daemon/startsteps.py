@@ -21,7 +21,6 @@ Also owns ``Metrics`` (``daemon.metrics``: the exporter from start to exit).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from contextlib import ExitStack
 from datetime import UTC, datetime
@@ -44,6 +43,7 @@ from op25b.errors import EnvironmentFailure, Op25bError
 from op25b.kernel.seam import Kernel
 from op25b.policy.compiled import CompiledPolicy
 from op25b.policy.model import DaemonConfig, Policy
+from op25b.util.background import BackgroundCall
 
 if TYPE_CHECKING:  # prometheus_client is needed only when daemon.metrics is set
     from op25b.daemon.metrics import Exporter
@@ -129,8 +129,7 @@ class Startup:
         self.metrics: Metrics | None = None
         self.now: datetime | None = None  # the instant the staged sets are for
         self._phases = ExitStack()
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
+        self._staging: BackgroundCall | None = None
 
     def load(self, path: str) -> tuple[Policy, CompiledPolicy]:
         """Load and compile ``path`` in the loader child, running ``begin`` between.
@@ -164,31 +163,20 @@ class Startup:
         text = f"compiling {size:,} prefixes, loading the kernel sets"
         self._phases.enter_context(self.progress.phase(text, allowed))
         self.now = self.clock()
-        self._thread = threading.Thread(
-            target=self._stage, args=(policy, self.now), name="op25b-stage", daemon=True
-        )
-        self._thread.start()
-
-    def _stage(self, policy: Policy, now: datetime) -> None:
-        try:
-            self.kernel.stage_sets(policy, now)
-        except BaseException as e:  # collected by staged()
-            self._error = e
+        self._staging = BackgroundCall("op25b-stage", self.kernel.stage_sets, policy, self.now)
 
     def staged(self) -> None:
         """Wait for the staging; raises StagingFailed if it failed."""
-        if self._thread is not None:
-            self._thread.join()
-        if self._error is not None:
-            raise StagingFailed(self._error)
+        error = self._staging.join() if self._staging is not None else None
+        if error is not None:
+            raise StagingFailed(error)
 
     def abandon(self) -> str | None:
         """A start refused after ``begin``: wait for the staging (never cut half-way),
         then drop the staged sets; what went wrong dropping them, or None."""
-        if self._thread is None:
+        if self._staging is None:
             return None
-        self._thread.join()
-        if self._error is not None:
+        if self._staging.join() is not None:
             return None  # a failed staging destroyed its temporaries itself
         try:
             self.kernel.discard_staged()
