@@ -117,8 +117,8 @@ class Env:
             )
         )
 
-    def worker(self) -> Worker:
-        """A leader, installed and bound on the fake kernel, loop not started."""
+    def installed(self) -> Worker:
+        """A leader whose rules the fake kernel holds, its state not yet recorded."""
         policy = load_policy(self.policy).policy
         w = Worker(
             str(self.policy), policy, compile_policy(policy), policy.daemon, index=0,
@@ -126,6 +126,11 @@ class Env:
         )
         w.writer.open()
         self.kernel.install(w.rule_cfg, policy, w.clock())
+        return w
+
+    def worker(self) -> Worker:
+        """A leader, installed and bound on the fake kernel, loop not started."""
+        w = self.installed()
         w.watchdog.take_expected_state()
         w.bind()
         w.start()
@@ -364,13 +369,7 @@ def test_a_flush_before_the_start_up_record_is_repaired_not_recorded(env: Env) -
     # nftables.service's `flush ruleset` landing between op25b's install and the read
     # that records the expected state: recorded as it is, the damage would be "as
     # expected" and never repaired.
-    policy = load_policy(env.policy).policy
-    w = Worker(
-        str(env.policy), policy, compile_policy(policy), policy.daemon, index=0,
-        kernel=env.kernel, notifier=Notifier({}), err=StringIO(),
-    )  # fmt: skip
-    w.writer.open()
-    env.kernel.install(w.rule_cfg, policy, w.clock())
+    w = env.installed()
     env.kernel.flush_ruleset()
     w.watchdog.take_expected_state()
     whole = env.kernel._model(w.rule_cfg, env.kernel.sets)  # type: ignore[arg-type]
@@ -405,13 +404,7 @@ def test_a_flush_between_a_reload_and_its_record_is_repaired(env: Env) -> None:
 
 
 def test_a_record_that_cannot_be_made_whole_is_retried_by_the_next_check(env: Env) -> None:
-    policy = load_policy(env.policy).policy
-    w = Worker(
-        str(env.policy), policy, compile_policy(policy), policy.daemon, index=0,
-        kernel=env.kernel, notifier=Notifier({}), err=StringIO(),
-    )  # fmt: skip
-    w.writer.open()
-    env.kernel.install(w.rule_cfg, policy, w.clock())
+    w = env.installed()
     env.kernel.flush_ruleset()
     env.kernel.fail["install"] = 1
     w.watchdog.take_expected_state()
