@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,7 +19,7 @@ from typing import Any
 from op25b.lab import fleetplan as FP
 from op25b.lab import topology as T
 from op25b.lab import wiring
-from op25b.lab.labstate import NamespaceState, summarise
+from op25b.lab.labstate import NamespaceState, summarise, write_state
 from op25b.lab.netns import list_netns, netns_exists
 
 DEFAULT_PREFIX = "op25bfleet"
@@ -116,11 +114,7 @@ def fleet_up(routers: int, state_dir: str = T.DEFAULT_STATE_DIR) -> Fleet:
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "namespaces": {role: fleet.ns(role) for role in fleet.plan.roles},
         }
-        fd, tmp = tempfile.mkstemp(dir=sdir, prefix=".tmp-", suffix=".json")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(body, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, sdir / f"{fleet.name}.json")  # atomic: never half a state file
+        write_state(sdir, fleet.name, body)
     except BaseException:
         destroy_fleet(fleet)
         raise

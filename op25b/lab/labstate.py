@@ -51,6 +51,18 @@ def _read_states(state_dir: Path) -> list[tuple[Lab, dict[str, Any]]]:
     return out
 
 
+def write_state(state_dir: Path, name: str, body: dict[str, Any]) -> None:
+    """Record *body* as *name*'s state file (a lab's or a fleet's) in *state_dir*.
+
+    Atomic: a reader never sees half a state file.
+    """
+    fd, tmp = tempfile.mkstemp(dir=state_dir, prefix=".tmp-", suffix=".json")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(body, fh, indent=2)
+        fh.write("\n")
+    os.replace(tmp, _state_file(state_dir, name))
+
+
 def lab_up(state_dir: str = DEFAULT_STATE_DIR, prefix: str = DEFAULT_PREFIX) -> Lab:
     """Create a lab that outlives this process and record it in *state_dir*."""
     sdir = Path(state_dir)
@@ -63,12 +75,7 @@ def lab_up(state_dir: str = DEFAULT_STATE_DIR, prefix: str = DEFAULT_PREFIX) -> 
             "hosts": {role: list(h.addresses) for role, h in HOSTS.items()},
             "rtr_ifnames": RTR_IFNAMES,
         }
-        # Atomic write: a reader never sees half a state file.
-        fd, tmp = tempfile.mkstemp(dir=sdir, prefix=".tmp-", suffix=".json")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(body, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, _state_file(sdir, lab.name))
+        write_state(sdir, lab.name, body)
     except BaseException:
         destroy_lab(lab)
         raise
